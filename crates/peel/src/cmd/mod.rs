@@ -1,0 +1,5 @@
+//! One module per `peel` subcommand: each owns its clap `Args` and a `run` that calls the library
+//! crates and renders what they return. Adding a command is one module here plus one variant in
+//! `main.rs`'s `Command`.
+
+pub mod completions;
