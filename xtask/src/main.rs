@@ -1,1 +1,62 @@
-fn main() {}
+//! `cargo xtask`: the project's automation as a Rust program (setup, test, demo, bench, fuzz), so it
+//! behaves the same on a laptop and in CI and needs nothing but cargo.
+//!
+//! Printing is this crate's job (it is a binary), hence the lint allowances.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod demo;
+mod fuzz;
+mod run;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  setup            check system prerequisites; install them with apt-get when root
+  test             setup checks, cargo fmt --check, clippy -D warnings, the whole test suite
+  demo [ARGS...]   run playbooks/lab-db-churn.toml against the local lab (extra ARGS go to `peel run`)
+  bench [NAME...]  run the benchmarks (all, or the named ones) and print ratios against peers
+  fuzz [SECONDS]   run every fuzz target for a bounded time (default 60 s each)
+";
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return std::process::ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "setup" => setup::run(setup::Mode::Install),
+        "test" => test::run(rest),
+        "demo" => demo::run(rest),
+        "bench" => bench::run(rest),
+        "fuzz" => fuzz::run(rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("error: unknown xtask command '{other}'\n\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
+}

@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn plain_errors_are_runtime_errors() {
-        let err = std::fs::read("/nonexistent/peel").context("reading /nonexistent/peel").unwrap_err();
+        let err =
+            std::fs::read("/nonexistent/peel").context("reading /nonexistent/peel").unwrap_err();
         let (code, message, hint) = classify(&err);
         assert_eq!(code, Code::Runtime);
         assert!(message.starts_with("reading /nonexistent/peel: "), "{message}");
