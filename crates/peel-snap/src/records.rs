@@ -38,12 +38,13 @@ pub struct SysctlRecord {
 ///
 /// The `tcp_info` fields (`rtt_us` to `last_recv_ms`) are `None` when the socket table came from
 /// /proc/net/tcp, which does not carry them, or for sockets without tcp_info (LISTEN, TIME_WAIT).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SocketRecord {
     pub snap_id: u64,
     /// `"ipv4"` or `"ipv6"`.
     pub family: String,
-    /// Kernel state name as `ss` prints it: `ESTABLISHED`, `LISTEN`, `TIME_WAIT`, `CLOSE_WAIT`, ...
+    /// Kernel state name (include/net/tcp_states.h): `ESTABLISHED`, `LISTEN`, `TIME_WAIT`,
+    /// `CLOSE_WAIT`, `SYN_RECV` (request sockets included), `FIN_WAIT1`, ...
     pub state: String,
     pub local_ip: String,
     pub local_port: u16,
@@ -182,4 +183,7 @@ pub struct SnapshotRecords {
     pub socket_counts: Vec<SocketCountRecord>,
     pub tcp_counters: Vec<TcpCounterRecord>,
     pub processes: Vec<ProcessRecord>,
+    /// Lines or sources that could not be read (`net/tcp:17: ...`); not stored as a table.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
