@@ -1,0 +1,281 @@
+//! The lab end to end on loopback: bounded requests over plain `TcpStream`s, counters per mode, and
+//! teardown that leaves no process, no port and no PostgreSQL directory behind.
+
+#![allow(clippy::print_stderr)] // skipped tests say why
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use peel_lab::{Closer, DbChoice, DbKind, DbMode, Lab, LabConfig, LabError, LabHandle, PortRange};
+
+/// One request on its own connection; returns the status code and body.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body =
+        response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Several requests over one keep-alive client connection.
+fn get_keepalive(addr: SocketAddr, path: &str, count: usize) -> std::io::Result<Vec<u16>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut statuses = Vec::new();
+    let mut buffer = Vec::new();
+    for _ in 0..count {
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: lab\r\n\r\n")?;
+        buffer.clear();
+        // Read until the head is complete, then the Content-Length body.
+        let mut byte = [0u8; 1];
+        while !buffer.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buffer.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buffer).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body)?;
+        statuses
+            .push(head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0));
+    }
+    Ok(statuses)
+}
+
+fn sim_config(db_mode: DbMode) -> LabConfig {
+    LabConfig {
+        workers: 2,
+        db: DbChoice::Sim,
+        db_mode,
+        sim_connect_cost: Duration::from_millis(2),
+        sim_query_cost: Duration::ZERO,
+        ..LabConfig::default()
+    }
+}
+
+fn start(config: LabConfig) -> LabHandle {
+    match Lab::start(config) {
+        Ok(handle) => handle,
+        Err(err) => panic!("lab did not start: {err}"),
+    }
+}
+
+fn assert_refused(addr: SocketAddr) {
+    assert!(TcpStream::connect(addr).is_err(), "{addr} still accepts connections after stop");
+}
+
+#[test]
+fn per_request_mode_opens_one_db_connection_per_db_request() -> std::io::Result<()> {
+    let mut lab = start(sim_config(DbMode::PerRequest));
+    assert_eq!(lab.db_kind(), DbKind::Sim);
+    for _ in 0..6 {
+        assert_eq!(get(lab.frontend_addr(), "/db")?.0, 200);
+    }
+    for _ in 0..3 {
+        let (status, body) = get(lab.frontend_addr(), "/cached")?;
+        assert_eq!((status, body.as_str()), (200, "cached item\n"));
+    }
+    assert_eq!(get(lab.frontend_addr(), "/nope")?.0, 404);
+    let counters = lab.counters();
+    assert_eq!(counters.frontend_requests, 10);
+    assert_eq!(counters.upstream_connections_opened, 10, "a new upstream connection per request");
+    assert_eq!(counters.app_requests_db, 6);
+    assert_eq!(counters.app_requests_cached, 3);
+    assert_eq!(counters.app_requests_other, 1);
+    assert_eq!(counters.db_connections_opened, 6);
+    assert_eq!(counters.sim_db_connections_accepted, 6);
+    assert_eq!(counters.db_queries, 6);
+    assert_eq!(counters.db_health_checks, 0);
+    assert_eq!(counters.db_errors, 0);
+    let addrs = [lab.frontend_addr(), lab.app_addr(), lab.db_addr()];
+    assert!(lab.stop().is_ok());
+    addrs.into_iter().for_each(assert_refused);
+    Ok(())
+}
+
+#[test]
+fn persistent_mode_keeps_one_connection_per_worker_and_checks_it() -> std::io::Result<()> {
+    let lab = start(sim_config(DbMode::Persistent));
+    for _ in 0..8 {
+        assert_eq!(get(lab.frontend_addr(), "/db")?.0, 200);
+    }
+    let counters = lab.counters();
+    assert_eq!(counters.db_queries, 8);
+    assert!(
+        (1..=2).contains(&counters.db_connections_opened),
+        "at most one connection per worker, got {}",
+        counters.db_connections_opened
+    );
+    assert_eq!(
+        counters.db_health_checks,
+        8 - counters.db_connections_opened,
+        "every reuse is checked first"
+    );
+    Ok(())
+}
+
+#[test]
+fn upstream_keepalive_reuses_frontend_to_app_connections() -> std::io::Result<()> {
+    let lab = start(LabConfig { upstream_keepalive: true, ..sim_config(DbMode::Persistent) });
+    let statuses = get_keepalive(lab.frontend_addr(), "/cached", 10)?;
+    assert_eq!(statuses, vec![200; 10]);
+    let counters = lab.counters();
+    assert_eq!(counters.frontend_connections, 1, "the client kept its connection");
+    assert_eq!(counters.frontend_requests, 10);
+    assert!(
+        counters.upstream_connections_opened <= 2,
+        "pooled: {}",
+        counters.upstream_connections_opened
+    );
+    assert_eq!(counters.app_requests_cached, 10);
+    Ok(())
+}
+
+#[test]
+fn a_frontend_that_closes_first_runs_out_of_a_small_port_range() -> std::io::Result<()> {
+    // A range near a port the kernel just handed out, so parallel test runs rarely collide.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let first = probe.local_addr()?.port().clamp(1024, 65000);
+    drop(probe);
+    let range = PortRange { first, last: first + 2 };
+    let lab = start(LabConfig {
+        upstream_close: Closer::Frontend,
+        ephemeral_ports: Some(range),
+        ..sim_config(DbMode::PerRequest)
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(get(lab.frontend_addr(), "/cached")?.0);
+    }
+    // Each closed upstream connection leaves its local port in TIME_WAIT on the frontend side.
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert_eq!(&statuses[3..], &[502, 502, 502]);
+    let counters = lab.counters();
+    assert_eq!(counters.upstream_ports_exhausted, 3);
+    assert_eq!(counters.upstream_errors, 3);
+    assert_eq!(counters.upstream_connections_opened, 3);
+    Ok(())
+}
+
+#[test]
+fn invalid_settings_are_refused_before_anything_starts() {
+    let cases = [
+        (LabConfig { workers: 0, ..LabConfig::default() }, "workers"),
+        (LabConfig { listen_backlog: 0, ..LabConfig::default() }, "listen-backlog"),
+        (LabConfig { frontend_port: 9, app_port: 9, ..LabConfig::default() }, "app-port"),
+    ];
+    for (config, expected_key) in cases {
+        match Lab::start(config) {
+            Err(LabError::InvalidConfig { key, .. }) => assert_eq!(key, expected_key),
+            other => panic!("expected an invalid {expected_key}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_taken_port_is_a_listen_error_naming_the_tier() -> std::io::Result<()> {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port();
+    match Lab::start(LabConfig { frontend_port: port, ..sim_config(DbMode::PerRequest) }) {
+        Err(LabError::Listen { tier, port: reported, .. }) => {
+            assert_eq!((tier, reported), ("frontend", port))
+        }
+        other => panic!("expected a listen error, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// Processes whose command line mentions `needle` (our PostgreSQL's data directory).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(needle))
+        .collect()
+}
+
+fn postgres_available() -> bool {
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+            .unwrap_or(false)
+    };
+    on_path("initdb") && on_path("pg_ctl")
+}
+
+#[test]
+fn real_postgres_in_both_modes_and_nothing_left_after_stop() -> std::io::Result<()> {
+    if !postgres_available() {
+        eprintln!("skipped: initdb/pg_ctl are not on PATH (install PostgreSQL to run this test)");
+        return Ok(());
+    }
+    for (mode, requests) in [(DbMode::PerRequest, 5u64), (DbMode::Persistent, 6u64)] {
+        let mut lab = start(LabConfig {
+            db: DbChoice::Real,
+            db_mode: mode,
+            workers: 2,
+            ..LabConfig::default()
+        });
+        assert_eq!(lab.db_kind(), DbKind::Postgres);
+        let dir = lab.postgres_dir().map(Path::to_path_buf).unwrap_or_default();
+        assert!(dir.join("data").join("PG_VERSION").is_file(), "cluster in {}", dir.display());
+        let needle = dir.join("data").display().to_string();
+        assert!(!processes_mentioning(&needle).is_empty(), "postgres runs from {needle}");
+        for _ in 0..requests {
+            let (status, body) = get(lab.frontend_addr(), "/db")?;
+            assert_eq!(status, 200, "{body}");
+            assert!(body.starts_with("ROW ") && body.contains(" item-"), "{body}");
+        }
+        let counters = lab.counters();
+        assert_eq!(counters.db_queries, requests);
+        assert_eq!(counters.sim_db_connections_accepted, 0);
+        match mode {
+            DbMode::PerRequest => assert_eq!(counters.db_connections_opened, requests),
+            DbMode::Persistent => {
+                assert!((1..=2).contains(&counters.db_connections_opened), "{counters:?}");
+                assert_eq!(counters.db_health_checks, requests - counters.db_connections_opened);
+            }
+        }
+        let db_addr = lab.db_addr();
+        if let Err(err) = lab.stop() {
+            panic!("stop failed: {err}");
+        }
+        assert!(!dir.exists(), "{} was not deleted", dir.display());
+        assert_eq!(
+            processes_mentioning(&needle),
+            Vec::<String>::new(),
+            "leftover postgres processes"
+        );
+        assert_refused(db_addr);
+    }
+    Ok(())
+}
+
+#[test]
+fn dropping_the_handle_tears_down_postgres() -> std::io::Result<()> {
+    if !postgres_available() {
+        eprintln!("skipped: initdb/pg_ctl are not on PATH (install PostgreSQL to run this test)");
+        return Ok(());
+    }
+    let lab = start(LabConfig { db: DbChoice::Real, workers: 1, ..LabConfig::default() });
+    let dir = lab.postgres_dir().map(Path::to_path_buf).unwrap_or_default();
+    assert_eq!(get(lab.frontend_addr(), "/db")?.0, 200);
+    drop(lab);
+    assert!(!dir.exists(), "{} was not deleted", dir.display());
+    assert_eq!(processes_mentioning(&dir.join("data").display().to_string()), Vec::<String>::new());
+    Ok(())
+}
