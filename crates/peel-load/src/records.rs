@@ -131,3 +131,32 @@ pub struct StatusCount {
     pub status: u16,
     pub count: u64,
 }
+
+/// The outcome of one load run: the settings it ran with, one summary per URL class (in the order
+/// the classes were first configured), a total over all classes, and status-code counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoadReport {
+    /// `"open"` (constant arrival rate) or `"closed"` (fixed concurrency).
+    pub model: String,
+    /// Scheduled arrivals per second (open model).
+    pub rate_per_s: Option<f64>,
+    /// Concurrent clients (closed model).
+    pub concurrency: Option<u32>,
+    /// Connection pool size.
+    pub connections: u32,
+    pub keepalive: bool,
+    pub duration_us: u64,
+    pub timeout_us: u64,
+    /// When the run started and when its last request finished.
+    pub started_ts_ns: u64,
+    pub ended_ts_ns: u64,
+    /// `ended_ts_ns - started_ts_ns` in microseconds; the denominator of `requests_per_s`.
+    pub elapsed_us: u64,
+    /// TCP connections opened during the run, all classes.
+    pub connections_opened: u64,
+    /// The run was stopped before its duration or request count by the stop flag.
+    pub stopped_early: bool,
+    pub classes: Vec<LoadSummary>,
+    pub total: LoadSummary,
+    pub statuses: Vec<StatusCount>,
+}

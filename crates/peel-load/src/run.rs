@@ -1,0 +1,454 @@
+//! The generator itself: a tokio runtime of its own, a driver that starts requests (on an arrival
+//! schedule, or from N looping clients), and a collector on the caller's thread that tallies every
+//! record, hands it to the caller's sink and reports progress. Running the collector on the caller's
+//! thread is what lets a sink (say a DuckDB appender) be neither `Send` nor `Sync`.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{HeaderValue, CONNECTION, HOST};
+use hyper::{Method, Request, Uri};
+use tokio::sync::mpsc;
+
+use crate::config::{parse_http_url, weighted_cycle, LoadConfig, Model};
+use crate::connection::{classify_hyper, connect, Clock, Conn, Pool};
+use crate::error::LoadError;
+use crate::records::{ErrorKind, LoadReport, RequestRecord};
+use crate::tally::Tally;
+
+/// Live figures, handed to the progress callback every `progress_every`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Time since the run started.
+    pub elapsed: Duration,
+    /// Requests finished so far (responses and errors).
+    pub requests: u64,
+    /// Requests failed so far.
+    pub errors: u64,
+    /// Requests finished per second since the previous progress call.
+    pub requests_per_s: f64,
+    /// Latency percentiles over all responses so far, all classes.
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+    /// TCP connections opened so far.
+    pub connections_opened: u64,
+}
+
+/// The error a [`RecordSink`] may return; it stops the run.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where per-request records go (a database appender, a `Vec`, nowhere). Called on the thread that
+/// called [`run_load`], in the order requests finished.
+pub trait RecordSink {
+    fn record(&mut self, record: RequestRecord) -> Result<(), SinkError>;
+}
+
+impl RecordSink for Vec<RequestRecord> {
+    fn record(&mut self, record: RequestRecord) -> Result<(), SinkError> {
+        self.push(record);
+        Ok(())
+    }
+}
+
+impl<F: FnMut(RequestRecord) -> Result<(), SinkError>> RecordSink for F {
+    fn record(&mut self, record: RequestRecord) -> Result<(), SinkError> {
+        self(record)
+    }
+}
+
+/// A sink that keeps nothing: only the summaries are wanted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscardRecords;
+
+impl RecordSink for DiscardRecords {
+    fn record(&mut self, _record: RequestRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Runs the load described by `config` to its end (duration, request count or stop flag) and
+/// returns the report. Blocks the calling thread; starts and stops its own tokio runtime, so it
+/// must not be called from inside one.
+pub fn run_load(
+    config: &LoadConfig,
+    progress: &mut dyn FnMut(&Progress),
+    sink: &mut dyn RecordSink,
+) -> Result<LoadReport, LoadError> {
+    config.validate()?;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(LoadError::InsideRuntime);
+    }
+    let plan = Plan::new(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("peel-load")
+        .build()
+        .map_err(LoadError::Runtime)?;
+    let result = runtime.block_on(run_async(config, plan, progress, sink));
+    // Idle keep-alive connections' tasks end when their senders drop; do not wait on stragglers.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// The validated, resolved form of the targets.
+#[derive(Debug)]
+struct Plan {
+    targets: Vec<PreparedTarget>,
+    cycle: Vec<usize>,
+    addrs: Vec<SocketAddr>,
+    host: HeaderValue,
+    classes: Vec<String>,
+}
+
+#[derive(Debug)]
+struct PreparedTarget {
+    url: String,
+    url_class: String,
+    path_and_query: Uri,
+}
+
+impl Plan {
+    fn new(config: &LoadConfig) -> Result<Plan, LoadError> {
+        let mut targets = Vec::with_capacity(config.targets.len());
+        let mut authority: Option<(String, u16)> = None;
+        for target in &config.targets {
+            let uri = parse_http_url(&target.url)?;
+            let host = uri.host().unwrap_or_default().to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            match &authority {
+                None => authority = Some((host, port)),
+                Some((first_host, first_port)) if (first_host, *first_port) != (&host, port) => {
+                    return Err(LoadError::MixedAuthorities {
+                        first: format!("{first_host}:{first_port}"),
+                        other: format!("{host}:{port}"),
+                    });
+                }
+                Some(_) => {}
+            }
+            let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+            let path_and_query: Uri =
+                path_and_query.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+                    LoadError::InvalidUrl { url: target.url.clone(), reason: e.to_string() }
+                })?;
+            targets.push(PreparedTarget {
+                url: target.url.clone(),
+                url_class: target.url_class.clone(),
+                path_and_query,
+            });
+        }
+        let (host, port) = authority.ok_or(LoadError::InvalidConfig {
+            field: "targets",
+            reason: "at least one URL is needed",
+        })?;
+        let authority = format!("{host}:{port}");
+        let addrs: Vec<SocketAddr> = authority
+            .to_socket_addrs()
+            .map_err(|source| LoadError::Resolve { authority: authority.clone(), source })?
+            .collect();
+        if addrs.is_empty() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses");
+            return Err(LoadError::Resolve { authority, source });
+        }
+        let host_header = HeaderValue::from_str(&authority).map_err(|_| LoadError::InvalidUrl {
+            url: config.targets[0].url.clone(),
+            reason: "the host cannot be sent as a Host header".into(),
+        })?;
+        let weights: Vec<u32> = config.targets.iter().map(|t| t.weight).collect();
+        let cycle = weighted_cycle(&weights)?;
+        let mut classes: Vec<String> = Vec::new();
+        for target in &targets {
+            if !classes.contains(&target.url_class) {
+                classes.push(target.url_class.clone());
+            }
+        }
+        Ok(Plan { targets, cycle, addrs, host: host_header, classes })
+    }
+}
+
+/// What every request task shares.
+#[derive(Debug)]
+struct Shared {
+    plan: Plan,
+    keepalive: bool,
+    timeout: Duration,
+    max_requests: u64,
+    deadline: Instant,
+    pool: Arc<Pool>,
+    clock: Clock,
+    connections_opened: Arc<AtomicU64>,
+    next_request_id: AtomicU64,
+    stop: Arc<AtomicBool>,
+    records: mpsc::UnboundedSender<RequestRecord>,
+}
+
+impl Shared {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+async fn run_async(
+    config: &LoadConfig,
+    plan: Plan,
+    progress: &mut dyn FnMut(&Progress),
+    sink: &mut dyn RecordSink,
+) -> Result<LoadReport, LoadError> {
+    let clock = Clock::start();
+    let start = clock.base();
+    let stop = config.stop.clone().unwrap_or_default();
+    let connections_opened = Arc::new(AtomicU64::new(0));
+    let (records_tx, mut records_rx) = mpsc::unbounded_channel();
+    let classes = plan.classes.clone();
+    let shared = Arc::new(Shared {
+        plan,
+        keepalive: config.keepalive,
+        timeout: config.timeout,
+        max_requests: config.max_requests,
+        deadline: start + config.duration,
+        pool: Arc::new(Pool::new(config.connections)),
+        clock,
+        connections_opened: Arc::clone(&connections_opened),
+        next_request_id: AtomicU64::new(0),
+        stop: Arc::clone(&stop),
+        records: records_tx,
+    });
+    // The driver owns the only `Shared` outside request tasks: when it and every request are done,
+    // the records channel closes and the loop below ends.
+    match config.model {
+        Model::Open { rate_per_s } => drop(tokio::spawn(drive_open(shared, rate_per_s))),
+        Model::Closed { concurrency } => {
+            for _ in 0..concurrency {
+                tokio::spawn(drive_closed_client(Arc::clone(&shared)));
+            }
+            drop(shared);
+        }
+    }
+
+    let class_index: HashMap<String, usize> =
+        classes.iter().enumerate().map(|(i, class)| (class.clone(), i)).collect();
+    let mut tallies: Vec<Tally> = classes.iter().map(|_| Tally::new()).collect();
+    let mut total = Tally::new();
+    let mut sink_error: Option<(u64, SinkError)> = None;
+    let mut ticker =
+        tokio::time::interval_at((start + config.progress_every).into(), config.progress_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_tick = (start, 0u64);
+    let mut batch = Vec::with_capacity(512);
+    loop {
+        tokio::select! {
+            received = records_rx.recv_many(&mut batch, 512) => {
+                if received == 0 {
+                    break;
+                }
+                for record in batch.drain(..) {
+                    total.add(&record);
+                    if let Some(&i) = class_index.get(&record.url_class) {
+                        tallies[i].add(&record);
+                    }
+                    if sink_error.is_some() {
+                        continue;
+                    }
+                    let request_id = record.request_id;
+                    if let Err(err) = sink.record(record) {
+                        sink_error = Some((request_id, err));
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let interval_s = now.duration_since(last_tick.0).as_secs_f64();
+                let requests = total.requests();
+                progress(&Progress {
+                    elapsed: now.duration_since(start),
+                    requests,
+                    errors: total.errors(),
+                    requests_per_s: if interval_s > 0.0 { (requests - last_tick.1) as f64 / interval_s } else { 0.0 },
+                    latency_p50_us: total.latency_at_us(0.50),
+                    latency_p99_us: total.latency_at_us(0.99),
+                    connections_opened: connections_opened.load(Ordering::Relaxed),
+                });
+                last_tick = (now, requests);
+            }
+        }
+    }
+    if let Some((request_id, source)) = sink_error {
+        return Err(LoadError::Sink { request_id, source });
+    }
+
+    let end = Instant::now();
+    let elapsed = end.duration_since(start);
+    let (rate_per_s, concurrency) = match config.model {
+        Model::Open { rate_per_s } => (Some(rate_per_s), None),
+        Model::Closed { concurrency } => (None, Some(concurrency)),
+    };
+    Ok(LoadReport {
+        model: config.model.name().to_string(),
+        rate_per_s,
+        concurrency,
+        connections: config.connections,
+        keepalive: config.keepalive,
+        duration_us: duration_us(config.duration),
+        timeout_us: duration_us(config.timeout),
+        started_ts_ns: clock.unix_ns(start),
+        ended_ts_ns: clock.unix_ns(end),
+        elapsed_us: duration_us(elapsed),
+        connections_opened: connections_opened.load(Ordering::Relaxed),
+        stopped_early: stop.load(Ordering::Relaxed),
+        classes: classes.iter().zip(&tallies).map(|(class, t)| t.summary(class, elapsed)).collect(),
+        total: total.summary("total", elapsed),
+        statuses: classes
+            .iter()
+            .zip(&tallies)
+            .flat_map(|(class, t)| t.status_counts(class))
+            .collect(),
+    })
+}
+
+fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Open model: request `i` is due at `start + i / rate`, whatever happened to earlier requests.
+/// Each request is its own task, so a stalled server makes requests queue for a connection (and
+/// that wait counts in their latency) instead of slowing the schedule down.
+async fn drive_open(shared: Arc<Shared>, rate_per_s: f64) {
+    let start = shared.clock.base();
+    let interval_ns = 1e9 / rate_per_s;
+    for request_id in 0..shared.max_requests {
+        if shared.stopped() {
+            break;
+        }
+        // `as` saturates for floats: a huge offset simply lands past the deadline.
+        let offset = Duration::from_nanos((request_id as f64 * interval_ns) as u64);
+        let due = match start.checked_add(offset) {
+            Some(due) if due < shared.deadline => due,
+            _ => break,
+        };
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move { execute(&shared, request_id, due).await });
+    }
+}
+
+/// Closed model: one client sends a request, waits for its end, sends the next.
+async fn drive_closed_client(shared: Arc<Shared>) {
+    loop {
+        let now = Instant::now();
+        if shared.stopped() || now >= shared.deadline {
+            break;
+        }
+        let request_id = shared.next_request_id.fetch_add(1, Ordering::Relaxed);
+        if request_id >= shared.max_requests {
+            break;
+        }
+        execute(&shared, request_id, now).await;
+    }
+}
+
+/// What is known about a request while it runs; filled in step by step so that a request cut off by
+/// its timeout still reports how far it got.
+#[derive(Debug, Default)]
+struct Attempt {
+    start: Option<Instant>,
+    connection_id: Option<u64>,
+    local_port: Option<u16>,
+    reused: bool,
+    first_byte_ns: Option<Arc<AtomicU64>>,
+    status: Option<u16>,
+    response_body_bytes: u64,
+}
+
+async fn execute(shared: &Shared, request_id: u64, scheduled: Instant) {
+    let cycle = &shared.plan.cycle;
+    let target = &shared.plan.targets[cycle[(request_id % cycle.len() as u64) as usize]];
+    let mut attempt = Attempt::default();
+    let deadline = scheduled + shared.timeout;
+    let outcome =
+        tokio::time::timeout_at(deadline.into(), send(shared, target, &mut attempt)).await;
+    let end = Instant::now();
+    let error_kind = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(kind)) => Some(kind),
+        Err(_elapsed) => Some(ErrorKind::Timeout),
+    };
+    let clock = shared.clock;
+    let first_byte_ts_ns =
+        attempt.first_byte_ns.map(|ns| ns.load(Ordering::Relaxed)).filter(|&ns| ns != 0);
+    let record = RequestRecord {
+        request_id,
+        url_class: target.url_class.clone(),
+        method: Method::GET.as_str().to_string(),
+        url: target.url.clone(),
+        scheduled_ts_ns: clock.unix_ns(scheduled),
+        start_ts_ns: clock.unix_ns(attempt.start.unwrap_or(end)),
+        first_byte_ts_ns,
+        end_ts_ns: clock.unix_ns(end),
+        latency_us: duration_us(end.saturating_duration_since(scheduled)),
+        status: attempt.status,
+        response_body_bytes: attempt.response_body_bytes,
+        error_kind,
+        connection_id: attempt.connection_id,
+        local_port: attempt.local_port,
+        reused: attempt.reused,
+    };
+    // The receiver only goes away when the collector has stopped; nothing is left to tell then.
+    let _ = shared.records.send(record);
+}
+
+async fn send(
+    shared: &Shared,
+    target: &PreparedTarget,
+    attempt: &mut Attempt,
+) -> Result<(), ErrorKind> {
+    let mut slot = shared.pool.acquire().await;
+    attempt.start = Some(Instant::now());
+    let mut conn = ready_connection(shared, slot.take()).await?;
+    attempt.connection_id = Some(conn.id);
+    attempt.local_port = conn.local_port;
+    attempt.reused = conn.requests_done > 0;
+    conn.first_byte_ns.store(0, Ordering::Relaxed);
+    attempt.first_byte_ns = Some(Arc::clone(&conn.first_byte_ns));
+
+    let mut request = Request::builder().method(Method::GET).uri(target.path_and_query.clone());
+    request = request.header(HOST, shared.plan.host.clone());
+    if !shared.keepalive {
+        request = request.header(CONNECTION, HeaderValue::from_static("close"));
+    }
+    let request = request.body(Empty::<Bytes>::new()).map_err(|_| ErrorKind::Other)?;
+    let response = conn.sender.send_request(request).await.map_err(|e| classify_hyper(&e))?;
+    attempt.status = Some(response.status().as_u16());
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| classify_hyper(&e))?;
+        if let Some(data) = frame.data_ref() {
+            attempt.response_body_bytes += data.len() as u64;
+        }
+    }
+    conn.requests_done += 1;
+    if shared.keepalive {
+        slot.keep(conn);
+    }
+    Ok(())
+}
+
+/// The slot's connection if it is still usable, else a new one. A kept connection the server has
+/// closed in the meantime is replaced before anything is sent on it, as any HTTP client would.
+async fn ready_connection(shared: &Shared, kept: Option<Conn>) -> Result<Conn, ErrorKind> {
+    if let Some(mut conn) = kept {
+        if !conn.sender.is_closed() && conn.sender.ready().await.is_ok() {
+            return Ok(conn);
+        }
+    }
+    let conn = connect(&shared.plan.addrs, shared.clock, &shared.connections_opened).await?;
+    let mut conn = conn;
+    conn.sender.ready().await.map_err(|e| classify_hyper(&e))?;
+    Ok(conn)
+}
