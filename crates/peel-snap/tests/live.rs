@@ -4,6 +4,8 @@
 //!
 //! Only loopback traffic, a bounded number of connections, all closed when the test ends.
 
+#![allow(clippy::print_stderr)] // a skipped check says why
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -281,8 +283,8 @@ fn a_series_has_rates_cpu_and_the_matched_process() {
         assert_eq!(me.len(), 1, "{me:?}");
         assert_eq!(me[0].pid, pid);
         // The listener and both ends of every connection are this process's sockets.
-        assert!(me[0].sockets.is_some_and(|n| n as usize >= 1 + 2 * CONNECTIONS), "{:?}", me[0]);
-        assert!(me[0].open_fds.is_some_and(|n| n as usize >= 1 + 2 * CONNECTIONS));
+        assert!(me[0].sockets.is_some_and(|n| n as usize > 2 * CONNECTIONS), "{:?}", me[0]);
+        assert!(me[0].open_fds.is_some_and(|n| n as usize > 2 * CONNECTIONS));
         assert!(me[0].threads >= 1 && me[0].rss_bytes > 0);
     }
     drop(pairs);
