@@ -4,5 +4,23 @@
 //!
 //! It is pure Rust (no libpcap) and never touches a database: it returns plain records
 //! ([`records`]) that peel-store ingests and the `peel` binary renders.
+//!
+//! Entry points: [`Analyzer`] (push packets one by one, e.g. from a live capture) and
+//! [`analyze_paths`] (files and directories, merged by timestamp).
 
+pub mod analyzer;
+mod conn;
+pub mod decode;
+pub mod error;
+mod exchange;
+pub mod files;
+mod http;
+mod pg;
+pub mod reader;
 pub mod records;
+pub mod synth;
+pub mod warnings;
+
+pub use analyzer::{AnalysisEnd, Analyzer, CaptureStats, Config, Packet, SourceId};
+pub use error::WireError;
+pub use files::analyze_paths;

@@ -199,6 +199,10 @@ pub struct ConnectionRecord {
     pub packets: u64,
     pub state: ConnState,
     pub protocol: Protocol,
+    /// HTTP requests recognized (any token method, so more than tshark counts).
+    pub http_requests: u32,
+    /// HTTP responses recognized, interim 1xx responses included (as tshark counts them).
+    pub http_responses: u32,
     /// The flow-table entry was dropped by idle expiry (memory bound) before the connection ended.
     pub expired: bool,
 }
@@ -255,6 +259,8 @@ pub enum WarningReason {
     MalformedBlock,
     /// A flow-table entry expired after the idle timeout (bounds memory; may split a connection).
     IdleExpired,
+    /// Packets of a connection that had already finished (late retransmitted FIN/RST/ACK), absorbed.
+    AfterClose,
     /// The flow table hit its size limit and evicted the least recently seen entry.
     FlowTableFull,
 }
@@ -275,6 +281,7 @@ impl WarningReason {
             WarningReason::IpFragment => "ip_fragment",
             WarningReason::MalformedBlock => "malformed_block",
             WarningReason::IdleExpired => "idle_expired",
+            WarningReason::AfterClose => "after_close",
             WarningReason::FlowTableFull => "flow_table_full",
         }
     }

@@ -1,0 +1,447 @@
+//! The streaming analysis engine: packets in (from files or a live capture), finished connections
+//! out through the caller's sink, so memory is bounded by the connections open at once, never by
+//! the capture's size.
+//!
+//! Connections are keyed by both endpoints plus the VLAN tag stack and the capture interface (tshark
+//! merges same-tuple connections on different VLANs; peel does not). A SYN with a new ISN on a key
+//! starts a new connection (port reuse); retransmitted SYNs, FINs and RSTs never do. A closed
+//! connection lingers briefly (capture time) to absorb late retransmissions, then is emitted. Idle
+//! expiry exists only to bound memory, is generous by default, and is counted in the warnings.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::conn::Conn;
+use crate::decode::{decode, Decoded, Segment, FLAG_ACK, FLAG_SYN};
+use crate::records::{CaptureWarning, FinishedConnection, Side, WarningReason};
+use crate::warnings::WarningTally;
+
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// Tuning of the engine; the defaults suit files and live capture alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Ports known to be servers (`--port`): decide the client of a connection whose SYN was not seen.
+    pub server_ports: Vec<u16>,
+    /// A connection silent this long (capture time) is emitted as `expired` (default 2 h, like
+    /// TCP keep-alive's default, so a keep-alive connection is not cut into pieces).
+    pub idle_timeout_ns: i64,
+    /// How long after its close a connection's late retransmitted FINs/RSTs/ACKs are recognized as
+    /// such (default 2 s; TCP retransmission timeouts start at 200 ms).
+    pub close_linger_ns: i64,
+    /// Most connections held at once; beyond it the longest-idle ones are emitted early (counted).
+    pub max_flows: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            server_ports: Vec::new(),
+            idle_timeout_ns: 7200 * NANOS_PER_SEC,
+            close_linger_ns: 2 * NANOS_PER_SEC,
+            max_flows: 1_000_000,
+        }
+    }
+}
+
+/// Identifies a capture source (a file, or a live interface) for warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceId(u32);
+
+/// One captured packet as handed to [`Analyzer::push`].
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// Epoch nanoseconds.
+    pub ts_ns: i64,
+    /// LINKTYPE_* of the packet's interface ([`crate::decode::linktype`]).
+    pub linktype: u32,
+    /// Interface index (pcapng IDB index, or the live capture's own numbering).
+    pub interface_id: u32,
+    /// Captured bytes, starting with the link-layer header.
+    pub data: &'a [u8],
+    /// Length on the wire.
+    pub orig_len: u32,
+    /// Where it came from.
+    pub source: SourceId,
+    /// 0-based index of the packet within its source.
+    pub index: u64,
+}
+
+/// Counts over the whole capture.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CaptureStats {
+    pub packets: u64,
+    pub tcp_packets: u64,
+    pub connections: u64,
+    /// Earliest packet timestamp (epoch ns).
+    pub first_ts_ns: Option<i64>,
+    /// Latest packet timestamp (epoch ns).
+    pub last_ts_ns: Option<i64>,
+}
+
+/// What is left when the analysis ends (the connections went to the sink).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnalysisEnd {
+    pub stats: CaptureStats,
+    pub warnings: Vec<CaptureWarning>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    low: (IpAddr, u16),
+    high: (IpAddr, u16),
+    vlan_key: u64,
+    interface_id: u32,
+}
+
+/// FxHash (rustc's hasher): the flow key is not attacker-chosen in a way that matters for an
+/// offline tool, and SipHash would cost a noticeable share of the per-packet time.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FlowTable = HashMap<FlowKey, Conn, BuildHasherDefault<FxHasher>>;
+
+/// What remains of an emitted connection while late retransmissions may still arrive.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    closed_ts_ns: i64,
+    syn_isn: Option<u32>,
+}
+
+type Tombstones = HashMap<FlowKey, Tombstone, BuildHasherDefault<FxHasher>>;
+
+/// The engine. Feed it packets in time order with [`Analyzer::push`], then call [`Analyzer::finish`].
+#[derive(Debug)]
+pub struct Analyzer {
+    config: Config,
+    table: FlowTable,
+    tombstones: Tombstones,
+    next_id: u64,
+    max_ts_ns: i64,
+    next_sweep_ns: i64,
+    sources: Vec<WarningTally>,
+    stats: CaptureStats,
+    finished: Vec<FinishedConnection>,
+}
+
+impl Analyzer {
+    /// A new engine with no sources yet.
+    pub fn new(config: Config) -> Analyzer {
+        Analyzer {
+            config,
+            table: FlowTable::default(),
+            tombstones: Tombstones::default(),
+            next_id: 0,
+            max_ts_ns: i64::MIN,
+            next_sweep_ns: i64::MIN,
+            sources: Vec::new(),
+            stats: CaptureStats::default(),
+            finished: Vec::new(),
+        }
+    }
+
+    /// Registers a source (file path or interface name) that packets and warnings refer to.
+    pub fn add_source(&mut self, name: &str) -> SourceId {
+        self.sources.push(WarningTally::new(name.to_string()));
+        SourceId((self.sources.len() - 1) as u32)
+    }
+
+    /// Adds warnings found outside the engine (the file reader's) to the result.
+    pub fn add_warnings(&mut self, source: SourceId, tally: WarningTally) {
+        if let Some(mine) = self.sources.get_mut(source.0 as usize) {
+            mine.merge(tally);
+        }
+    }
+
+    /// Connections currently held in the flow table.
+    pub fn open_connections(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Analyzes one packet; connections that end go to `sink` (possibly later, after lingering).
+    pub fn push<F: FnMut(FinishedConnection)>(&mut self, packet: &Packet<'_>, sink: &mut F) {
+        self.stats.packets += 1;
+        let ts_ns = packet.ts_ns;
+        self.stats.first_ts_ns = Some(self.stats.first_ts_ns.map_or(ts_ns, |t| t.min(ts_ns)));
+        self.stats.last_ts_ns = Some(self.stats.last_ts_ns.map_or(ts_ns, |t| t.max(ts_ns)));
+        let cut = (packet.data.len() as u64) < u64::from(packet.orig_len);
+        let seg = match decode(packet.linktype, packet.data, cut) {
+            Decoded::Tcp(seg) => seg,
+            Decoded::NotTcp => return,
+            Decoded::Skipped(reason) => {
+                let linktype = packet.linktype;
+                self.warn(packet, reason, move || match reason {
+                    WarningReason::UnsupportedLinkType => {
+                        format!("link type {linktype} is not decoded")
+                    }
+                    _ => format!("first at packet {}", packet.index),
+                });
+                return;
+            }
+        };
+        self.stats.tcp_packets += 1;
+        if seg.payload.len() < seg.payload_len as usize {
+            self.warn(packet, WarningReason::SnaplenCut, || {
+                format!(
+                    "TCP payload cut by the snapshot length ({} of {} bytes captured); sequence analysis still uses it",
+                    seg.payload.len(),
+                    seg.payload_len
+                )
+            });
+        }
+        if ts_ns > self.max_ts_ns {
+            self.max_ts_ns = ts_ns;
+            if ts_ns >= self.next_sweep_ns {
+                self.sweep(false);
+                self.next_sweep_ns = ts_ns.saturating_add(NANOS_PER_SEC);
+            }
+        }
+        self.segment(packet, &seg);
+        if self.table.len() > self.config.max_flows {
+            self.evict(packet.source);
+        }
+        self.flush(sink);
+    }
+
+    fn segment(&mut self, packet: &Packet<'_>, seg: &Segment<'_>) {
+        let src = (seg.src, seg.src_port);
+        let dst = (seg.dst, seg.dst_port);
+        let (low, high) = if src <= dst { (src, dst) } else { (dst, src) };
+        let key = FlowKey { low, high, vlan_key: seg.vlan_key, interface_id: packet.interface_id };
+        let pure_syn = seg.has(FLAG_SYN) && !seg.has(FLAG_ACK);
+        let synack = seg.has(FLAG_SYN) && seg.has(FLAG_ACK);
+        if let Some(&tomb) = self.tombstones.get(&key) {
+            // zeek#862: a retransmitted FIN/RST/ACK of a finished connection is not a new one.
+            if !(pure_syn && tomb.syn_isn != Some(seg.seq)) {
+                self.warn(packet, WarningReason::AfterClose, || {
+                    "packets of an already finished connection (late retransmissions); absorbed"
+                        .to_string()
+                });
+                return;
+            }
+            self.tombstones.remove(&key);
+        }
+        let replace = match self.table.get(&key) {
+            None => false,
+            Some(conn) if pure_syn => {
+                // The same attempt's SYN again is a retransmission; a new ISN is a new connection.
+                !(conn.side_of(src) == Side::Client && conn.syn_isn() == Some(seg.seq))
+            }
+            Some(conn) if synack => conn.is_closed() && conn.synack_isn() != Some(seg.seq),
+            Some(_) => false,
+        };
+        if replace {
+            if let Some(old) = self.table.remove(&key) {
+                self.finished.push(old.finish(false));
+            }
+        }
+        let conn = match self.table.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let (client, server) = if pure_syn {
+                    (src, dst)
+                } else if synack {
+                    (dst, src)
+                } else {
+                    choose_client(src, dst, &self.config.server_ports)
+                };
+                self.stats.connections += 1;
+                let id = self.next_id;
+                self.next_id += 1;
+                entry.insert(Conn::new(
+                    id,
+                    client,
+                    server,
+                    seg,
+                    packet.interface_id,
+                    packet.source.0,
+                    packet.ts_ns,
+                ))
+            }
+        };
+        let side = conn.side_of(src);
+        conn.segment(side, seg, packet.ts_ns, packet.source.0);
+        if conn.is_finished() {
+            let syn_isn = conn.syn_isn();
+            if let Some(conn) = self.table.remove(&key) {
+                self.finished.push(conn.finish(false));
+            }
+            self.tombstones.insert(key, Tombstone { closed_ts_ns: packet.ts_ns, syn_isn });
+        }
+    }
+
+    /// Emits lingering closed connections and (or, at the end, all) idle ones.
+    fn sweep(&mut self, everything: bool) {
+        let now = self.max_ts_ns;
+        let linger = self.config.close_linger_ns;
+        let idle = self.config.idle_timeout_ns;
+        let mut expired_per_source: Vec<(u32, u64, u64)> = Vec::new();
+        self.tombstones
+            .retain(|_, tomb| !everything && now.saturating_sub(tomb.closed_ts_ns) <= linger);
+        let finished = &mut self.finished;
+        self.table.retain(|_, conn| {
+            let silent = now.saturating_sub(conn.last_ts_ns);
+            let closed = conn.is_closed() && silent > linger;
+            let expired = !closed && silent > idle;
+            if !(everything || closed || expired) {
+                return true;
+            }
+            if expired {
+                match expired_per_source.iter_mut().find(|(s, _, _)| *s == conn.source) {
+                    Some(entry) => entry.1 += 1,
+                    None => expired_per_source.push((conn.source, 1, conn.id)),
+                }
+            }
+            let conn = std::mem::replace(conn, placeholder());
+            finished.push(conn.finish(expired));
+            false
+        });
+        for (source, count, conn_id) in expired_per_source {
+            if let Some(tally) = self.sources.get_mut(source as usize) {
+                tally.add_many(WarningReason::IdleExpired, count, None, None, || {
+                    format!(
+                        "connection {conn_id} (and others) silent longer than the idle timeout of {} s; emitted as expired",
+                        idle / NANOS_PER_SEC
+                    )
+                });
+            }
+        }
+    }
+
+    /// The flow table is full: emit the longest-silent eighth of it.
+    fn evict(&mut self, source: SourceId) {
+        let mut silent: Vec<(i64, FlowKey)> =
+            self.table.iter().map(|(k, c)| (c.last_ts_ns, *k)).collect();
+        silent.sort_unstable_by_key(|(ts, _)| *ts);
+        let count = (silent.len() / 8).max(1);
+        for (_, key) in silent.into_iter().take(count) {
+            if let Some(conn) = self.table.remove(&key) {
+                self.finished.push(conn.finish(true));
+            }
+        }
+        let max = self.config.max_flows;
+        if let Some(tally) = self.sources.get_mut(source.0 as usize) {
+            tally.add_many(WarningReason::FlowTableFull, count as u64, None, None, || {
+                format!("more than {max} connections open at once; the longest-silent were emitted early")
+            });
+        }
+    }
+
+    fn flush<F: FnMut(FinishedConnection)>(&mut self, sink: &mut F) {
+        if self.finished.is_empty() {
+            return;
+        }
+        // Deterministic output: the flow table's iteration order is not.
+        self.finished.sort_unstable_by_key(|f| f.connection.conn_id);
+        for conn in self.finished.drain(..) {
+            sink(conn);
+        }
+    }
+
+    fn warn(
+        &mut self,
+        packet: &Packet<'_>,
+        reason: WarningReason,
+        detail: impl FnOnce() -> String,
+    ) {
+        if let Some(tally) = self.sources.get_mut(packet.source.0 as usize) {
+            tally.add(reason, Some(packet.index), None, detail);
+        }
+    }
+
+    /// Ends the analysis: every connection still open goes to `sink`, in connection order.
+    pub fn finish<F: FnMut(FinishedConnection)>(mut self, sink: &mut F) -> AnalysisEnd {
+        self.sweep(true);
+        self.flush(sink);
+        let mut warnings = Vec::new();
+        for tally in self.sources {
+            warnings.extend(tally.into_records());
+        }
+        AnalysisEnd { stats: self.stats, warnings }
+    }
+}
+
+/// A connection whose SYN was not seen: the server is the `--port` end, else the well-known
+/// (lower, < 1024) port, else the lower port, and on a tie the destination of the first packet.
+fn choose_client(
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    server_ports: &[u16],
+) -> ((IpAddr, u16), (IpAddr, u16)) {
+    let src_listed = server_ports.contains(&src.1);
+    let dst_listed = server_ports.contains(&dst.1);
+    if src_listed != dst_listed {
+        return if src_listed { (dst, src) } else { (src, dst) };
+    }
+    if src.1 < dst.1 {
+        (dst, src)
+    } else {
+        (src, dst)
+    }
+}
+
+/// A throwaway value to move a connection out of the table inside `retain`.
+fn placeholder() -> Conn {
+    let addr = IpAddr::from([0u8, 0, 0, 0]);
+    let seg = Segment {
+        src: addr,
+        dst: addr,
+        src_port: 0,
+        dst_port: 0,
+        vlan_key: 0,
+        vlan: None,
+        seq: 0,
+        ack: 0,
+        flags: 0,
+        window: 0,
+        window_scale: None,
+        payload: &[],
+        payload_len: 0,
+    };
+    Conn::new(u64::MAX, (addr, 0), (addr, 0), &seg, 0, 0, 0)
+}

@@ -1,0 +1,342 @@
+//! Turns a connection's in-order payload (client and server streams, with gaps) into
+//! request/response exchanges: HTTP/1.x by message framing (pipelining by a FIFO of pending
+//! requests), everything else by turn-taking (a new exchange starts when the client speaks after
+//! the server has). PostgreSQL start-up gives `db_setup`.
+//!
+//! It sees only bytes the TCP layer ([`crate::conn`]) has already put in order; it knows nothing
+//! about sequence numbers or retransmissions.
+
+use std::collections::VecDeque;
+
+use crate::http::{looks_like_message_start, HttpEvent, HttpFramer, RequestKind};
+use crate::pg::{self, PgOutcome, PgStartup};
+use crate::records::{ExchangeRecord, Phase, Protocol, Side};
+
+#[derive(Debug)]
+enum Mode {
+    /// No payload yet (or only a server banner).
+    Undecided,
+    Http {
+        request: Box<HttpFramer>,
+        response: Box<HttpFramer>,
+    },
+    Turns,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    request_start_ts_ns: i64,
+    request_end_ts_ns: Option<i64>,
+    response_start_ts_ns: Option<i64>,
+    response_end_ts_ns: Option<i64>,
+    method: Option<String>,
+    path: Option<String>,
+    status: Option<u16>,
+    request_bytes: u64,
+    response_bytes: u64,
+    /// The final response is complete (HTTP) or the server has answered (turns).
+    answered: bool,
+}
+
+/// Exchange tracking for one connection.
+#[derive(Debug)]
+pub(crate) struct Exchanges {
+    mode: Mode,
+    protocol: Option<Protocol>,
+    pending: VecDeque<Pending>,
+    /// Index in `pending` of the exchange the next HTTP response belongs to.
+    response_cursor: usize,
+    /// Whether the response being framed is a final (non-1xx) one for `response_cursor`.
+    response_is_final: bool,
+    done: Vec<ExchangeRecord>,
+    next_seq: u32,
+    pub(crate) http_requests: u32,
+    pub(crate) http_responses: u32,
+    pub(crate) first_request_ts_ns: Option<i64>,
+    last_response_end_ts_ns: Option<i64>,
+    idle_ns: i64,
+    last_server_data_ts_ns: Option<i64>,
+    pg: Option<(PgStartup, i64)>,
+    pub(crate) db_setup_ns: Option<i64>,
+    events: Vec<HttpEvent>,
+}
+
+impl Exchanges {
+    pub(crate) fn new() -> Exchanges {
+        Exchanges {
+            mode: Mode::Undecided,
+            protocol: None,
+            pending: VecDeque::new(),
+            response_cursor: 0,
+            response_is_final: false,
+            done: Vec::new(),
+            next_seq: 0,
+            http_requests: 0,
+            http_responses: 0,
+            first_request_ts_ns: None,
+            last_response_end_ts_ns: None,
+            idle_ns: 0,
+            last_server_data_ts_ns: None,
+            pg: None,
+            db_setup_ns: None,
+            events: Vec::new(),
+        }
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol.unwrap_or(Protocol::Other)
+    }
+
+    /// In-order payload bytes from `side`, captured in the segment at `ts_ns`.
+    pub(crate) fn data(&mut self, side: Side, ts_ns: i64, data: &[u8], conn_id: u64) {
+        if data.is_empty() {
+            return;
+        }
+        if matches!(self.mode, Mode::Undecided) {
+            self.decide(side, ts_ns, data);
+        }
+        if side == Side::Server {
+            self.last_server_data_ts_ns = Some(ts_ns);
+            self.pg_server_bytes(ts_ns, data);
+        }
+        match &mut self.mode {
+            Mode::Undecided => {}
+            Mode::Turns => self.turn(side, ts_ns, data.len() as u64, conn_id),
+            Mode::Http { request, response } => {
+                self.events.clear();
+                if side == Side::Client {
+                    request.feed(ts_ns, data, &mut self.events);
+                } else {
+                    response.feed(ts_ns, data, &mut self.events);
+                }
+                let give_up = side == Side::Client && self.http_requests == 0 && request.is_lost();
+                let events = std::mem::take(&mut self.events);
+                for event in &events {
+                    self.http_event(side, event, conn_id);
+                }
+                self.events = events;
+                if give_up {
+                    // It looked like HTTP but is not: fall back to turn-taking.
+                    self.mode = Mode::Turns;
+                    self.protocol = Some(Protocol::Other);
+                    self.turn(side, ts_ns, data.len() as u64, conn_id);
+                }
+            }
+        }
+    }
+
+    /// `missing` bytes from `side` were never captured.
+    pub(crate) fn gap(&mut self, side: Side, missing: u64) {
+        if side == Side::Server {
+            if let Some((pg, _)) = &mut self.pg {
+                pg.gap();
+            }
+        }
+        if let Mode::Http { request, response } = &mut self.mode {
+            match side {
+                Side::Client => request.gap(missing),
+                Side::Server => response.gap(missing),
+            }
+        }
+    }
+
+    fn decide(&mut self, side: Side, ts_ns: i64, data: &[u8]) {
+        let protocol = match side {
+            Side::Client if looks_like_message_start(data, true) => Protocol::Http,
+            Side::Client if pg::is_startup(data) => {
+                self.pg = Some((PgStartup::new(data), ts_ns));
+                Protocol::Postgresql
+            }
+            Side::Client if data.len() >= 3 && data[0] == 0x16 && data[1] == 0x03 => Protocol::Tls,
+            Side::Client => Protocol::Other,
+            // A capture that starts mid-connection may show a response first.
+            Side::Server if looks_like_message_start(data, false) => Protocol::Http,
+            Side::Server => return, // a banner (SSH, SMTP, FTP): wait for the client
+        };
+        self.protocol = Some(protocol);
+        self.mode = match protocol {
+            Protocol::Http => Mode::Http {
+                request: Box::new(HttpFramer::new(true)),
+                response: Box::new(HttpFramer::new(false)),
+            },
+            _ => Mode::Turns,
+        };
+    }
+
+    fn pg_server_bytes(&mut self, ts_ns: i64, data: &[u8]) {
+        let Some((pg, start_ts)) = &mut self.pg else {
+            return;
+        };
+        if pg.server_bytes(data) == PgOutcome::Ready {
+            self.db_setup_ns = Some(ts_ns - *start_ts);
+        }
+    }
+
+    fn turn(&mut self, side: Side, ts_ns: i64, bytes: u64, conn_id: u64) {
+        match side {
+            Side::Client => {
+                let answered =
+                    self.pending.back().is_some_and(|p| p.response_start_ts_ns.is_some());
+                if answered || self.pending.is_empty() {
+                    if answered {
+                        if let Some(p) = self.pending.back_mut() {
+                            p.answered = true;
+                        }
+                        self.pop_answered(conn_id);
+                    }
+                    self.start_request(ts_ns, None, None);
+                }
+                if let Some(p) = self.pending.back_mut() {
+                    p.request_end_ts_ns = Some(ts_ns);
+                    p.request_bytes += bytes;
+                }
+            }
+            Side::Server => {
+                if let Some(p) = self.pending.back_mut() {
+                    p.response_start_ts_ns.get_or_insert(ts_ns);
+                    p.response_end_ts_ns = Some(ts_ns);
+                    p.response_bytes += bytes;
+                }
+            }
+        }
+    }
+
+    fn start_request(&mut self, ts_ns: i64, method: Option<String>, path: Option<String>) {
+        self.first_request_ts_ns.get_or_insert(ts_ns);
+        if let Some(end) = self.last_response_end_ts_ns.take() {
+            self.idle_ns += (ts_ns - end).max(0);
+        }
+        self.pending.push_back(Pending {
+            request_start_ts_ns: ts_ns,
+            method,
+            path,
+            ..Pending::default()
+        });
+    }
+
+    fn http_event(&mut self, side: Side, event: &HttpEvent, conn_id: u64) {
+        match (side, event) {
+            (Side::Client, HttpEvent::RequestStart { ts_ns, method, path }) => {
+                self.http_requests += 1;
+                let kind = match method.as_str() {
+                    "HEAD" => RequestKind::Head,
+                    "CONNECT" => RequestKind::Connect,
+                    _ => RequestKind::Normal,
+                };
+                if let Mode::Http { response, .. } = &mut self.mode {
+                    response.awaiting.push_back(kind);
+                }
+                self.start_request(*ts_ns, Some(method.clone()), Some(path.clone()));
+            }
+            (Side::Client, HttpEvent::MessageEnd { ts_ns, bytes }) => {
+                if let Some(p) = self.pending.back_mut() {
+                    p.request_end_ts_ns = Some(*ts_ns);
+                    p.request_bytes = *bytes;
+                }
+                self.pop_answered(conn_id);
+            }
+            (Side::Server, HttpEvent::ResponseStart { ts_ns, status }) => {
+                self.http_responses += 1;
+                self.response_is_final = *status >= 200;
+                if let Some(p) = self.pending.get_mut(self.response_cursor) {
+                    if self.response_is_final {
+                        p.response_start_ts_ns = Some(*ts_ns);
+                        p.status = Some(*status);
+                    }
+                }
+            }
+            (Side::Server, HttpEvent::MessageEnd { ts_ns, bytes }) => {
+                let is_final = self.response_is_final;
+                if let Some(p) = self.pending.get_mut(self.response_cursor) {
+                    p.response_bytes += *bytes;
+                    if is_final {
+                        p.response_end_ts_ns = Some(*ts_ns);
+                        p.answered = true;
+                        self.response_cursor += 1;
+                        self.last_response_end_ts_ns = Some(*ts_ns);
+                    }
+                }
+                self.pop_answered(conn_id);
+            }
+            (_, HttpEvent::Tunnel) => {
+                self.pop_answered(conn_id);
+                self.mode = Mode::Turns;
+            }
+            _ => {}
+        }
+    }
+
+    /// Emits exchanges from the front whose request and response are both complete.
+    fn pop_answered(&mut self, conn_id: u64) {
+        while self.pending.front().is_some_and(|p| p.answered && p.request_end_ts_ns.is_some()) {
+            if let Some(p) = self.pending.pop_front() {
+                self.response_cursor = self.response_cursor.saturating_sub(1);
+                if let Some(end) = p.response_end_ts_ns {
+                    self.last_response_end_ts_ns = Some(end);
+                }
+                self.emit(p, conn_id);
+            }
+        }
+    }
+
+    fn emit(&mut self, p: Pending, conn_id: u64) {
+        let request_end = p.request_end_ts_ns.unwrap_or(p.request_start_ts_ns);
+        self.done.push(ExchangeRecord {
+            conn_id,
+            seq: self.next_seq,
+            request_start_ts_ns: p.request_start_ts_ns,
+            request_end_ts_ns: request_end,
+            response_start_ts_ns: p.response_start_ts_ns,
+            response_end_ts_ns: p.response_end_ts_ns,
+            server_us: p.response_start_ts_ns.map(|s| micros(s - request_end)),
+            response_us: match (p.response_start_ts_ns, p.response_end_ts_ns) {
+                (Some(s), Some(e)) => Some(micros(e - s)),
+                _ => None,
+            },
+            method: p.method,
+            path: p.path,
+            status: p.status,
+            request_bytes: p.request_bytes,
+            response_bytes: p.response_bytes,
+        });
+        self.next_seq += 1;
+    }
+
+    /// The phase the application exchange is in (for the RST's phase).
+    pub(crate) fn phase(&self) -> Phase {
+        match self.pending.back() {
+            None if self.done.is_empty() => Phase::RequestWait,
+            None => Phase::Idle,
+            Some(p) if p.answered => Phase::Idle,
+            Some(p) if p.response_start_ts_ns.is_some() => Phase::Response,
+            Some(p) if p.request_end_ts_ns.is_some() => Phase::Server,
+            Some(_) => Phase::Request,
+        }
+    }
+
+    /// Ends the connection: an until-close response ends with the server's last byte; every
+    /// request seen becomes an exchange, with what is known of its response.
+    pub(crate) fn finish(mut self, conn_id: u64) -> (Vec<ExchangeRecord>, Option<i64>) {
+        if let Mode::Http { response, .. } = &self.mode {
+            if let (true, Some(bytes), Some(end)) =
+                (response.until_close(), response.open_message_bytes(), self.last_server_data_ts_ns)
+            {
+                if let Some(p) = self.pending.get_mut(self.response_cursor) {
+                    p.response_end_ts_ns = Some(end);
+                    p.response_bytes += bytes;
+                }
+            }
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            self.emit(p, conn_id);
+        }
+        let idle = (self.idle_ns > 0 || self.done.len() > 1).then_some(self.idle_ns);
+        (self.done, idle)
+    }
+}
+
+/// Nanoseconds to microseconds, exactly as f64 allows.
+pub(crate) fn micros(ns: i64) -> f64 {
+    ns as f64 / 1000.0
+}
