@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::conn::Conn;
 use crate::decode::{decode, Decoded, Segment, FLAG_ACK, FLAG_SYN};
-use crate::records::{CaptureWarning, FinishedConnection, Side, WarningReason};
+use crate::records::{CaptureWarning, FinishedConnection, WarningReason};
 use crate::warnings::WarningTally;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -153,6 +153,8 @@ struct Tombstone {
     syn_isn: Option<u32>,
 }
 
+type Tuple = ((IpAddr, u16), (IpAddr, u16), u32);
+
 type Tombstones = HashMap<FlowKey, Tombstone, BuildHasherDefault<FxHasher>>;
 
 /// The engine. Feed it packets in time order with [`Analyzer::push`], then call [`Analyzer::finish`].
@@ -161,6 +163,10 @@ pub struct Analyzer {
     config: Config,
     table: FlowTable,
     tombstones: Tombstones,
+    /// Tagged keys of one direction that belong to a connection keyed on another VLAN.
+    vlan_aliases: HashMap<FlowKey, FlowKey, BuildHasherDefault<FxHasher>>,
+    /// VLAN keys in use per endpoint pair and interface (tagged traffic only).
+    vlans_of_tuple: HashMap<Tuple, Vec<u64>, BuildHasherDefault<FxHasher>>,
     next_id: u64,
     max_ts_ns: i64,
     next_sweep_ns: i64,
@@ -176,6 +182,8 @@ impl Analyzer {
             config,
             table: FlowTable::default(),
             tombstones: Tombstones::default(),
+            vlan_aliases: HashMap::default(),
+            vlans_of_tuple: HashMap::default(),
             next_id: 0,
             max_ts_ns: i64::MIN,
             next_sweep_ns: i64::MIN,
@@ -225,13 +233,15 @@ impl Analyzer {
             }
         };
         self.stats.tcp_packets += 1;
-        if seg.payload.len() < seg.payload_len as usize {
-            self.warn(packet, WarningReason::SnaplenCut, || {
-                format!(
+        if seg.header_cut || seg.payload.len() < seg.payload_len as usize {
+            self.warn(packet, WarningReason::SnaplenCut, || match seg.header_cut {
+                true => "TCP options cut by the snapshot length; decoded from the fixed 20-byte header"
+                    .to_string(),
+                false => format!(
                     "TCP payload cut by the snapshot length ({} of {} bytes captured); sequence analysis still uses it",
                     seg.payload.len(),
                     seg.payload_len
-                )
+                ),
             });
         }
         if ts_ns > self.max_ts_ns {
@@ -255,6 +265,7 @@ impl Analyzer {
         let key = FlowKey { low, high, vlan_key: seg.vlan_key, interface_id: packet.interface_id };
         let pure_syn = seg.has(FLAG_SYN) && !seg.has(FLAG_ACK);
         let synack = seg.has(FLAG_SYN) && seg.has(FLAG_ACK);
+        let key = if seg.vlan_key != 0 && !pure_syn { self.vlan_partner(key, src) } else { key };
         if let Some(&tomb) = self.tombstones.get(&key) {
             // zeek#862: a retransmitted FIN/RST/ACK of a finished connection is not a new one.
             if !(pure_syn && tomb.syn_isn != Some(seg.seq)) {
@@ -270,7 +281,7 @@ impl Analyzer {
             None => false,
             Some(conn) if pure_syn => {
                 // The same attempt's SYN again is a retransmission; a new ISN is a new connection.
-                !(conn.side_of(src) == Side::Client && conn.syn_isn() == Some(seg.seq))
+                !conn.accepts_syn(conn.side_of(src), seg.seq)
             }
             Some(conn) if synack => conn.is_closed() && conn.synack_isn() != Some(seg.seq),
             Some(_) => false,
@@ -306,12 +317,50 @@ impl Analyzer {
         };
         let side = conn.side_of(src);
         conn.segment(side, seg, packet.ts_ns, packet.source.0);
+        if seg.vlan_key != 0 {
+            let tuple = (key.low, key.high, key.interface_id);
+            let keys = self.vlans_of_tuple.entry(tuple).or_default();
+            if !keys.contains(&key.vlan_key) {
+                keys.push(key.vlan_key);
+            }
+        }
         if conn.is_finished() {
             let syn_isn = conn.syn_isn();
             if let Some(conn) = self.table.remove(&key) {
                 self.finished.push(conn.finish(false));
             }
             self.tombstones.insert(key, Tombstone { closed_ts_ns: packet.ts_ns, syn_isn });
+        }
+    }
+
+    /// The key a tagged packet belongs to. Routed networks tapped on a trunk show one connection's
+    /// directions on different VLANs (client VLAN out, server VLAN back): a packet with no connection
+    /// on its own VLAN joins a connection of the same endpoints on another VLAN that has not yet
+    /// seen this sender. Same-tuple connections that each show both directions on their own VLAN
+    /// (the VLAN-collision case) stay apart.
+    fn vlan_partner(&mut self, key: FlowKey, src: (IpAddr, u16)) -> FlowKey {
+        if self.table.contains_key(&key) || self.tombstones.contains_key(&key) {
+            return key;
+        }
+        if let Some(&alias) = self.vlan_aliases.get(&key) {
+            if self.table.contains_key(&alias) || self.tombstones.contains_key(&alias) {
+                return alias;
+            }
+            self.vlan_aliases.remove(&key);
+        }
+        let tuple = (key.low, key.high, key.interface_id);
+        let Some(vlans) = self.vlans_of_tuple.get(&tuple) else {
+            return key;
+        };
+        let partner = vlans.iter().map(|&vlan_key| FlowKey { vlan_key, ..key }).find(|other| {
+            self.table.get(other).is_some_and(|conn| !conn.has_sent(conn.side_of(src)))
+        });
+        match partner {
+            Some(partner) => {
+                self.vlan_aliases.insert(key, partner);
+                partner
+            }
+            None => key,
         }
     }
 
@@ -323,6 +372,13 @@ impl Analyzer {
         let mut expired_per_source: Vec<(u32, u64, u64)> = Vec::new();
         self.tombstones
             .retain(|_, tomb| !everything && now.saturating_sub(tomb.closed_ts_ns) <= linger);
+        let (table, tombstones) = (&self.table, &self.tombstones);
+        let alive = |k: &FlowKey| table.contains_key(k) || tombstones.contains_key(k);
+        self.vlan_aliases.retain(|_, target| alive(target));
+        self.vlans_of_tuple.retain(|&(low, high, interface_id), vlans| {
+            vlans.retain(|&vlan_key| alive(&FlowKey { low, high, vlan_key, interface_id }));
+            !vlans.is_empty()
+        });
         let finished = &mut self.finished;
         self.table.retain(|_, conn| {
             let silent = now.saturating_sub(conn.last_ts_ns);
@@ -442,6 +498,7 @@ fn placeholder() -> Conn {
         window_scale: None,
         payload: &[],
         payload_len: 0,
+        header_cut: false,
     };
     Conn::new(u64::MAX, (addr, 0), (addr, 0), &seg, 0, 0, 0)
 }

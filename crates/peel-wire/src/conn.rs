@@ -80,8 +80,11 @@ pub(crate) struct Conn {
     syn_ts_ns: Option<i64>,
     syn_retransmits: u32,
     synack_ts_ns: Option<i64>,
+    /// The ACK number of the SYN/ACK: the client's ISN + 1.
+    synack_ack: Option<u32>,
     handshake_ack_ts_ns: Option<i64>,
     dirs: [Direction; 2],
+    sent: [bool; 2],
     first_fin: Option<(i64, Side)>,
     rst: Option<(i64, Side, Phase)>,
     retransmits: u32,
@@ -122,8 +125,10 @@ impl Conn {
             syn_ts_ns: None,
             syn_retransmits: 0,
             synack_ts_ns: None,
+            synack_ack: None,
             handshake_ack_ts_ns: None,
             dirs: [Direction::default(), Direction::default()],
+            sent: [false, false],
             first_fin: None,
             rst: None,
             retransmits: 0,
@@ -154,6 +159,23 @@ impl Conn {
         self.synack_ts_ns.and(self.dirs[1].isn)
     }
 
+    /// Whether `side` has sent any segment on this connection.
+    pub(crate) fn has_sent(&self, side: Side) -> bool {
+        self.sent[index(side)]
+    }
+
+    /// Whether a pure SYN with `seq` from `side` belongs to this connection: a retransmission of its
+    /// SYN, or its own SYN captured after the SYN/ACK that answers it (reordered capture).
+    pub(crate) fn accepts_syn(&self, side: Side, seq: u32) -> bool {
+        if side != Side::Client {
+            return false;
+        }
+        match self.syn_isn() {
+            Some(isn) => isn == seq,
+            None => self.synack_ack == Some(seq.wrapping_add(1)),
+        }
+    }
+
     /// Closed by FINs in both directions or by a RST: only late retransmissions can follow.
     pub(crate) fn is_closed(&self) -> bool {
         self.rst.is_some() || (self.dirs[0].fin_at.is_some() && self.dirs[1].fin_at.is_some())
@@ -178,7 +200,11 @@ impl Conn {
         self.source = source;
         self.last_ts_ns = self.last_ts_ns.max(ts_ns);
         let me = index(side);
+        self.sent[me] = true;
         if seg.has(FLAG_RST) {
+            if !self.rst_acceptable(side, seg) {
+                return;
+            }
             if self.rst.is_none() {
                 let phase = self.phase();
                 self.rst = Some((ts_ns, side, phase));
@@ -213,6 +239,15 @@ impl Conn {
         }
     }
 
+    /// RFC 9293 3.10.7.3: while only the client's SYN is known, a RST answering it must acknowledge
+    /// the SYN; anything else is injected or stale and does not end the connection.
+    fn rst_acceptable(&self, side: Side, seg: &Segment<'_>) -> bool {
+        let (Some(isn), None, Side::Server) = (self.syn_isn(), self.synack_ts_ns, side) else {
+            return true;
+        };
+        seg.has(FLAG_ACK) && seg.ack == isn.wrapping_add(1)
+    }
+
     fn syn(&mut self, side: Side, seg: &Segment<'_>, ts_ns: i64) {
         let me = index(side);
         let dir = &mut self.dirs[me];
@@ -239,7 +274,10 @@ impl Conn {
             Side::Client if !seg.has(FLAG_ACK) => {
                 self.syn_ts_ns.get_or_insert(ts_ns);
             }
-            _ => self.synack_ts_ns = Some(ts_ns),
+            _ => {
+                self.synack_ts_ns = Some(ts_ns);
+                self.synack_ack = Some(seg.ack);
+            }
         }
     }
 
@@ -289,11 +327,14 @@ impl Conn {
 
     fn fin(&mut self, side: Side, ts_ns: i64, at: i64, bare: bool) {
         let dir = &mut self.dirs[index(side)];
-        if dir.fin_at == Some(at) {
+        // A FIN again, or a FIN in sequence space already used: a retransmission.
+        if dir.fin_at == Some(at) || at < dir.next {
             if bare {
                 self.retransmits += 1;
             }
-            return;
+            if dir.fin_at.is_some() {
+                return;
+            }
         }
         dir.fin_at = Some(at);
         self.first_fin.get_or_insert((ts_ns, side));

@@ -59,6 +59,8 @@ pub struct Segment<'a> {
     pub payload: &'a [u8],
     /// Payload length on the wire, from the IP length fields.
     pub payload_len: u32,
+    /// The TCP options were cut off by the snapshot length (only the fixed header was decoded).
+    pub header_cut: bool,
 }
 
 impl Segment<'_> {
@@ -159,6 +161,14 @@ fn ether_type(mut kind: u16, mut rest: &[u8], mut tags: Tags, cut: bool, depth: 
                 rest = vlan.payload_slice();
             }
             EtherType::IPV4 | EtherType::IPV6 => return ip(rest, tags, cut, depth),
+            // IEEE 802.3 length field: LLC follows; SNAP (AA AA 03, OUI) carries an EtherType.
+            EtherType(length) if length < 0x0600 => match rest {
+                [0xaa, 0xaa, 0x03, _, _, _, hi, lo, payload @ ..] => {
+                    kind = u16::from_be_bytes([*hi, *lo]);
+                    rest = payload;
+                }
+                _ => return Decoded::NotTcp,
+            },
             EtherType(0x8847) | EtherType(0x8848) => return mpls(rest, tags, cut, depth),
             _ => return Decoded::NotTcp,
         }
@@ -258,7 +268,14 @@ fn ip(data: &[u8], tags: Tags, cut: bool, depth: u8) -> Decoded<'_> {
     };
     let tcp = match TcpSlice::from_slice(payload.payload) {
         Ok(tcp) => tcp,
-        Err(_) => {
+        Err(etherparse::err::tcp::HeaderSliceError::Content(_)) => {
+            return Decoded::Skipped(WarningReason::MalformedTcp);
+        }
+        Err(etherparse::err::tcp::HeaderSliceError::Len(_)) => {
+            // Options cut by the snapshot length: the fixed 20 bytes still say what the segment is.
+            if let Some(seg) = fixed_header_only(&slice, payload.payload, declared, tags) {
+                return Decoded::Tcp(seg);
+            }
             let truncated = cut || payload.incomplete;
             return Decoded::Skipped(if truncated {
                 WarningReason::SnaplenCut
@@ -293,6 +310,39 @@ fn ip(data: &[u8], tags: Tags, cut: bool, depth: u8) -> Decoded<'_> {
         window_scale,
         payload: captured,
         payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+        header_cut: false,
+    })
+}
+
+/// A TCP segment whose options were cut off: ports, numbers, flags and window from the fixed header.
+fn fixed_header_only<'a>(
+    ip: &LaxIpSlice<'a>,
+    tcp: &'a [u8],
+    declared: usize,
+    tags: Tags,
+) -> Option<Segment<'a>> {
+    let fixed = tcp.get(..20)?;
+    let header_len = usize::from(fixed[12] >> 4) * 4;
+    if header_len < 20 {
+        return None;
+    }
+    let be16 = |i: usize| u16::from_be_bytes([fixed[i], fixed[i + 1]]);
+    let be32 = |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
+    Some(Segment {
+        src: ip.source_addr(),
+        dst: ip.destination_addr(),
+        src_port: be16(0),
+        dst_port: be16(2),
+        vlan_key: tags.key,
+        vlan: tags.outer,
+        seq: be32(4),
+        ack: be32(8),
+        flags: fixed[13],
+        window: be16(14),
+        window_scale: None,
+        payload: &[],
+        payload_len: u32::try_from(declared.saturating_sub(header_len)).unwrap_or(u32::MAX),
+        header_cut: true,
     })
 }
 

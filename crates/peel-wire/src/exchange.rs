@@ -59,6 +59,8 @@ pub(crate) struct Exchanges {
     pg: Option<(PgStartup, i64)>,
     pub(crate) db_setup_ns: Option<i64>,
     events: Vec<HttpEvent>,
+    /// The server's first bytes decide whether an unrecognized client stream was HTTP after all.
+    sniff_server: bool,
 }
 
 impl Exchanges {
@@ -80,6 +82,7 @@ impl Exchanges {
             pg: None,
             db_setup_ns: None,
             events: Vec::new(),
+            sniff_server: false,
         }
     }
 
@@ -98,6 +101,34 @@ impl Exchanges {
         if side == Side::Server {
             self.last_server_data_ts_ns = Some(ts_ns);
             self.pg_server_bytes(ts_ns, data);
+            if std::mem::take(&mut self.sniff_server) && looks_like_message_start(data, false) {
+                // The client's bytes were not HTTP we could parse, but the server answers in HTTP
+                // (a malformed request, or HTTP behind another preamble): follow the responses.
+                self.mode = Mode::Http {
+                    request: Box::new(HttpFramer::lost(true)),
+                    response: Box::new(HttpFramer::new(false)),
+                };
+                self.protocol = Some(Protocol::Http);
+                self.response_cursor = self.pending.len().saturating_sub(1);
+            }
+        }
+        if side == Side::Client
+            && matches!(self.mode, Mode::Turns)
+            && self.protocol == Some(Protocol::Other)
+            && self.pending.back().is_none_or(|p| p.response_start_ts_ns.is_some())
+            && looks_like_message_start(data, true)
+        {
+            // HTTP after a preamble of another protocol (SOCKS, a proxy handshake).
+            if let Some(p) = self.pending.back_mut() {
+                p.answered = true;
+            }
+            self.pop_answered(conn_id);
+            self.mode = Mode::Http {
+                request: Box::new(HttpFramer::new(true)),
+                response: Box::new(HttpFramer::new(false)),
+            };
+            self.protocol = Some(Protocol::Http);
+            self.response_cursor = self.pending.len();
         }
         match &mut self.mode {
             Mode::Undecided => {}
@@ -118,6 +149,7 @@ impl Exchanges {
                 if give_up {
                     // It looked like HTTP but is not: fall back to turn-taking.
                     self.mode = Mode::Turns;
+                    self.sniff_server = true;
                     self.protocol = Some(Protocol::Other);
                     self.turn(side, ts_ns, data.len() as u64, conn_id);
                 }
@@ -159,7 +191,10 @@ impl Exchanges {
                 request: Box::new(HttpFramer::new(true)),
                 response: Box::new(HttpFramer::new(false)),
             },
-            _ => Mode::Turns,
+            _ => {
+                self.sniff_server = protocol == Protocol::Other;
+                Mode::Turns
+            }
         };
     }
 
@@ -216,9 +251,10 @@ impl Exchanges {
 
     fn http_event(&mut self, side: Side, event: &HttpEvent, conn_id: u64) {
         match (side, event) {
-            (Side::Client, HttpEvent::RequestStart { ts_ns, method, path }) => {
+            (Side::Client, HttpEvent::RequestStart { ts_ns, method, path, simple }) => {
                 self.http_requests += 1;
                 let kind = match method.as_str() {
+                    _ if *simple => RequestKind::Simple,
                     "HEAD" => RequestKind::Head,
                     "CONNECT" => RequestKind::Connect,
                     _ => RequestKind::Normal,
@@ -236,12 +272,13 @@ impl Exchanges {
                 self.pop_answered(conn_id);
             }
             (Side::Server, HttpEvent::ResponseStart { ts_ns, status }) => {
-                self.http_responses += 1;
-                self.response_is_final = *status >= 200;
+                // An HTTP/0.9 response (status 0) is not counted: it has no status line to count.
+                self.http_responses += u32::from(*status != 0);
+                self.response_is_final = *status >= 200 || *status == 0;
                 if let Some(p) = self.pending.get_mut(self.response_cursor) {
                     if self.response_is_final {
                         p.response_start_ts_ns = Some(*ts_ns);
-                        p.status = Some(*status);
+                        p.status = (*status != 0).then_some(*status);
                     }
                 }
             }

@@ -16,8 +16,8 @@ const MAX_METHOD_BYTES: usize = 24;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HttpEvent {
     /// A request line was parsed (its first byte was in the segment at `ts_ns`).
-    RequestStart { ts_ns: i64, method: String, path: String },
-    /// A status line was parsed.
+    RequestStart { ts_ns: i64, method: String, path: String, simple: bool },
+    /// A status line was parsed (`status` 0: an HTTP/0.9 response, which has none).
     ResponseStart { ts_ns: i64, status: u16 },
     /// The message that started last is complete; `bytes` counts start line, headers and body.
     MessageEnd { ts_ns: i64, bytes: u64 },
@@ -45,6 +45,8 @@ pub(crate) enum RequestKind {
     Normal,
     Head,
     Connect,
+    /// HTTP/0.9: the response has no status line and ends with the connection.
+    Simple,
 }
 
 /// One direction's framer.
@@ -77,6 +79,11 @@ impl HttpFramer {
             status: 0,
             awaiting: VecDeque::new(),
         }
+    }
+
+    /// A framer that waits for the next segment that starts like a message.
+    pub(crate) fn lost(is_request: bool) -> HttpFramer {
+        HttpFramer { state: State::Lost, ..HttpFramer::new(is_request) }
     }
 
     /// True once the framer could not follow the stream.
@@ -117,6 +124,18 @@ impl HttpFramer {
             }
             self.state = State::StartLine;
             self.line.clear();
+        }
+        if !self.is_request
+            && self.state == State::StartLine
+            && !self.msg_open
+            && self.awaiting.front() == Some(&RequestKind::Simple)
+        {
+            self.awaiting.pop_front();
+            self.msg_open = true;
+            self.msg_bytes = 0;
+            self.msg_start_ts = ts_ns;
+            out.push(HttpEvent::ResponseStart { ts_ns, status: 0 });
+            self.state = State::UntilClose;
         }
         while !data.is_empty() {
             let used = match self.state {
@@ -197,10 +216,22 @@ impl HttpFramer {
             State::StartLine => {
                 let start = self.msg_start_ts;
                 let event = if self.is_request {
+                    if let Some(path) = parse_simple_request(line) {
+                        // HTTP/0.9 `GET /path`: no headers, and the response is raw until close.
+                        out.push(HttpEvent::RequestStart {
+                            ts_ns: start,
+                            method: "GET".into(),
+                            path,
+                            simple: true,
+                        });
+                        self.end_message(ts_ns, out);
+                        return;
+                    }
                     parse_request_line(line).map(|(method, path)| HttpEvent::RequestStart {
                         ts_ns: start,
                         method,
                         path,
+                        simple: false,
                     })
                 } else {
                     parse_status_line(line).map(|status| {
@@ -306,10 +337,44 @@ impl HttpFramer {
 
 /// `METHOD SP target SP HTTP/1.x` (any token method, so WebDAV and custom verbs count).
 fn parse_request_line(line: &[u8]) -> Option<(String, String)> {
+    parse_full_request_line(line).or_else(|| parse_bare_method(line))
+}
+
+/// `GET /path` without a version: an HTTP/0.9 simple request.
+fn parse_simple_request(line: &[u8]) -> Option<String> {
+    let mut parts = line.split(|&b| b == b' ').filter(|p| !p.is_empty());
+    let (Some(b"GET"), Some(target), None) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    target.starts_with(b"/").then(|| String::from_utf8_lossy(target).into_owned())
+}
+
+/// A start line holding only a well-known method (`OPTIONS`): a broken request, but a request.
+fn parse_bare_method(line: &[u8]) -> Option<(String, String)> {
+    KNOWN_METHODS
+        .contains(&line)
+        .then(|| (String::from_utf8_lossy(line).into_owned(), String::new()))
+}
+
+const KNOWN_METHODS: &[&[u8]] =
+    &[b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"];
+
+fn parse_full_request_line(line: &[u8]) -> Option<(String, String)> {
     let mut parts = line.split(|&b| b == b' ').filter(|p| !p.is_empty());
     let method = parts.next()?;
-    let target = parts.next()?;
-    let version = parts.next()?;
+    let mut target = parts.next()?;
+    let version = match parts.next() {
+        Some(version) => version,
+        // `OPTIONS HTTP/1.1`: a client that left the target out; still a request.
+        None if target.starts_with(b"HTTP/1.") => std::mem::take(&mut target),
+        // `GET /HTTP/1.1`: the space before the version is missing.
+        None => {
+            let at = target.windows(7).position(|w| w == b"HTTP/1.")?;
+            let (path, version) = target.split_at(at);
+            target = path;
+            version
+        }
+    };
     if !is_method(method) || !version.starts_with(b"HTTP/1.") {
         return None;
     }
@@ -340,6 +405,11 @@ pub(crate) fn looks_like_message_start(data: &[u8], is_request: bool) -> bool {
     if !is_request {
         return data.starts_with(b"HTTP/1.");
     }
+    if KNOWN_METHODS.iter().any(|m| {
+        data.strip_prefix(*m).is_some_and(|rest| matches!(rest.first(), Some(b'\r' | b'\n')))
+    }) {
+        return true;
+    }
     let Some(space) = data.iter().take(MAX_METHOD_BYTES + 1).position(|&b| b == b' ') else {
         return false;
     };
@@ -359,7 +429,7 @@ mod tests {
     }
 
     fn req(ts_ns: i64, method: &str, path: &str) -> HttpEvent {
-        HttpEvent::RequestStart { ts_ns, method: method.into(), path: path.into() }
+        HttpEvent::RequestStart { ts_ns, method: method.into(), path: path.into(), simple: false }
     }
 
     #[test]
