@@ -18,6 +18,7 @@ mod http;
 mod pg;
 pub mod reader;
 pub mod records;
+pub mod summary;
 pub mod synth;
 pub mod warnings;
 
