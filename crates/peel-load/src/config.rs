@@ -100,6 +100,9 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// How often the progress callback is called.
     pub progress_every: Duration,
+    /// Worker threads, each with its own single-threaded runtime and its share of the connections
+    /// and clients (capped at `connections`, and at `concurrency` in the closed model).
+    pub threads: u32,
     /// Set to `true` from elsewhere (Ctrl-C handler, playbook abort) to stop starting requests.
     pub stop: Option<Arc<AtomicBool>>,
 }
@@ -127,6 +130,8 @@ impl LoadConfig {
             keepalive: true,
             timeout: Duration::from_secs(10),
             progress_every: Duration::from_secs(1),
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)),
             stop: None,
         }
     }

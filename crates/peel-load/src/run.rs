@@ -72,8 +72,10 @@ impl RecordSink for DiscardRecords {
 }
 
 /// Runs the load described by `config` to its end (duration, request count or stop flag) and
-/// returns the report. Blocks the calling thread; starts and stops its own tokio runtime, so it
-/// must not be called from inside one.
+/// returns the report. Blocks the calling thread, which collects the records; the requests run on
+/// `config.threads` threads of its own, each with a single-threaded tokio runtime and its share of
+/// the connections (as wrk does: no task ever hops between threads). Must not be called from
+/// inside an async runtime.
 pub fn run_load(
     config: &LoadConfig,
     progress: &mut dyn FnMut(&Progress),
@@ -84,15 +86,153 @@ pub fn run_load(
         return Err(LoadError::InsideRuntime);
     }
     let plan = Plan::new(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("peel-load")
-        .build()
-        .map_err(LoadError::Runtime)?;
-    let result = runtime.block_on(run_async(config, plan, progress, sink));
-    // Idle keep-alive connections' tasks end when their senders drop; do not wait on stragglers.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result
+    let classes = plan.classes.clone();
+    let clock = Clock::start();
+    let start = clock.base();
+    let stop = config.stop.clone().unwrap_or_default();
+    let connections_opened = Arc::new(AtomicU64::new(0));
+    let (records_tx, mut records_rx) = mpsc::unbounded_channel();
+    let threads = thread_count(config);
+    let shared = Arc::new(Shared {
+        plan,
+        model: config.model,
+        threads,
+        keepalive: config.keepalive,
+        timeout: config.timeout,
+        max_requests: config.max_requests,
+        deadline: start + config.duration,
+        pools: split(config.connections, threads).map(|size| Arc::new(Pool::new(size))).collect(),
+        clock,
+        connections_opened: Arc::clone(&connections_opened),
+        next_request_id: AtomicU64::new(0),
+        stop: Arc::clone(&stop),
+        records: records_tx,
+    });
+    let mut workers = Vec::with_capacity(threads as usize);
+    for thread_index in 0..threads {
+        let thread_shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name(format!("peel-load-{thread_index}"))
+            .spawn(move || run_thread(thread_shared, thread_index));
+        match spawned {
+            Ok(handle) => workers.push(handle),
+            Err(err) => {
+                stop.store(true, Ordering::Relaxed);
+                drop(shared);
+                join_all(workers);
+                return Err(LoadError::Runtime(err));
+            }
+        }
+    }
+    // The worker threads now hold the only `Shared`s: when every request is done, the records
+    // channel closes and the collection below ends.
+    drop(shared);
+
+    let mut collector = Collector::new(&classes, sink, Arc::clone(&stop));
+    let mut next_progress = start + config.progress_every;
+    let mut last_progress = (start, 0u64);
+    loop {
+        let closed = collector.drain(&mut records_rx);
+        if closed {
+            break;
+        }
+        let now = Instant::now();
+        if now >= next_progress {
+            let figures = collector.progress(now, start, last_progress, &connections_opened);
+            progress(&figures);
+            last_progress = (now, figures.requests);
+            while next_progress <= now {
+                next_progress += config.progress_every;
+            }
+        }
+        std::thread::sleep(COLLECT_EVERY);
+    }
+    let end = Instant::now();
+    if let Some(err) = join_all(workers) {
+        return Err(LoadError::Runtime(err));
+    }
+    let Collector { tallies, total, sink_error, .. } = collector;
+    if let Some((request_id, source)) = sink_error {
+        return Err(LoadError::Sink { request_id, source });
+    }
+    let elapsed = end.duration_since(start);
+    let (rate_per_s, concurrency) = match config.model {
+        Model::Open { rate_per_s } => (Some(rate_per_s), None),
+        Model::Closed { concurrency } => (None, Some(concurrency)),
+    };
+    Ok(LoadReport {
+        model: config.model.name().to_string(),
+        rate_per_s,
+        concurrency,
+        connections: config.connections,
+        keepalive: config.keepalive,
+        duration_us: duration_us(config.duration),
+        timeout_us: duration_us(config.timeout),
+        started_ts_ns: clock.unix_ns(start),
+        ended_ts_ns: clock.unix_ns(end),
+        elapsed_us: duration_us(elapsed),
+        connections_opened: connections_opened.load(Ordering::Relaxed),
+        stopped_early: stop.load(Ordering::Relaxed),
+        classes: classes.iter().zip(&tallies).map(|(class, t)| t.summary(class, elapsed)).collect(),
+        total: total.summary("total", elapsed),
+        statuses: classes
+            .iter()
+            .zip(&tallies)
+            .flat_map(|(class, t)| t.status_counts(class))
+            .collect(),
+    })
+}
+
+/// Threads to use: as configured, but never more than connections (each thread needs one) nor,
+/// in the closed model, more than clients.
+fn thread_count(config: &LoadConfig) -> u32 {
+    let mut threads = config.threads.max(1).min(config.connections);
+    if let Model::Closed { concurrency } = config.model {
+        threads = threads.min(concurrency);
+    }
+    threads.max(1)
+}
+
+/// `total` split into `parts` near-equal shares (the first ones get the remainder).
+fn split(total: u32, parts: u32) -> impl Iterator<Item = u32> {
+    (0..parts).map(move |i| total / parts + u32::from(i < total % parts))
+}
+
+/// Waits for every worker thread; returns the first runtime error (a panic counts as one).
+fn join_all(workers: Vec<std::thread::JoinHandle<std::io::Result<()>>>) -> Option<std::io::Error> {
+    let mut first_error = None;
+    for worker in workers {
+        let result =
+            worker.join().unwrap_or_else(|_| Err(std::io::Error::other("a load thread panicked")));
+        if let (Err(err), None) = (result, &first_error) {
+            first_error = Some(err);
+        }
+    }
+    first_error
+}
+
+/// One worker thread: a single-threaded runtime that drives this thread's share of the load and
+/// returns when every request it started has finished.
+fn run_thread(shared: Arc<Shared>, thread_index: u32) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        match shared.model {
+            Model::Open { rate_per_s } => {
+                drive_open(&shared, thread_index, rate_per_s, &mut tasks).await
+            }
+            Model::Closed { concurrency } => {
+                for _ in (thread_index..concurrency).step_by(shared.threads as usize) {
+                    tasks.spawn(drive_closed_client(Arc::clone(&shared), thread_index));
+                }
+            }
+        }
+        drop(shared);
+        while tasks.join_next().await.is_some() {}
+    });
+    // Idle keep-alive connections' tasks end when the runtime drops them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
 }
 
 /// The validated, resolved form of the targets.
@@ -174,11 +314,14 @@ impl Plan {
 #[derive(Debug)]
 struct Shared {
     plan: Plan,
+    model: Model,
+    threads: u32,
     keepalive: bool,
     timeout: Duration,
     max_requests: u64,
     deadline: Instant,
-    pool: Arc<Pool>,
+    /// One pool per worker thread, with that thread's share of the connections.
+    pools: Vec<Arc<Pool>>,
     clock: Clock,
     connections_opened: Arc<AtomicU64>,
     next_request_id: AtomicU64,
@@ -192,9 +335,9 @@ impl Shared {
     }
 }
 
-/// How often the collector drains the records channel. Polling instead of waiting on the channel
-/// spares request tasks a cross-thread wake-up per record, which costs more than the request itself
-/// at tens of thousands of requests per second.
+/// How often the collecting thread drains the records channel. Polling instead of waiting on the
+/// channel spares request tasks a cross-thread wake-up per record, which costs more than the
+/// request itself at tens of thousands of requests per second.
 const COLLECT_EVERY: Duration = Duration::from_millis(2);
 
 /// Tallies every record per class and overall, and passes it on to the caller's sink.
@@ -271,107 +414,25 @@ impl<'s> Collector<'s> {
     }
 }
 
-async fn run_async(
-    config: &LoadConfig,
-    plan: Plan,
-    progress: &mut dyn FnMut(&Progress),
-    sink: &mut dyn RecordSink,
-) -> Result<LoadReport, LoadError> {
-    let clock = Clock::start();
-    let start = clock.base();
-    let stop = config.stop.clone().unwrap_or_default();
-    let connections_opened = Arc::new(AtomicU64::new(0));
-    let (records_tx, mut records_rx) = mpsc::unbounded_channel();
-    let classes = plan.classes.clone();
-    let shared = Arc::new(Shared {
-        plan,
-        keepalive: config.keepalive,
-        timeout: config.timeout,
-        max_requests: config.max_requests,
-        deadline: start + config.duration,
-        pool: Arc::new(Pool::new(config.connections)),
-        clock,
-        connections_opened: Arc::clone(&connections_opened),
-        next_request_id: AtomicU64::new(0),
-        stop: Arc::clone(&stop),
-        records: records_tx,
-    });
-    // The driver owns the only `Shared` outside request tasks: when it and every request are done,
-    // the records channel closes and the loop below ends.
-    match config.model {
-        Model::Open { rate_per_s } => drop(tokio::spawn(drive_open(shared, rate_per_s))),
-        Model::Closed { concurrency } => {
-            for _ in 0..concurrency {
-                tokio::spawn(drive_closed_client(Arc::clone(&shared)));
-            }
-            drop(shared);
-        }
-    }
-
-    let mut collector = Collector::new(&classes, sink, Arc::clone(&stop));
-    let mut next_progress = start + config.progress_every;
-    let mut last_progress = (start, 0u64);
-    loop {
-        let closed = collector.drain(&mut records_rx);
-        if closed {
-            break;
-        }
-        let now = Instant::now();
-        if now >= next_progress {
-            let figures = collector.progress(now, start, last_progress, &connections_opened);
-            progress(&figures);
-            last_progress = (now, figures.requests);
-            while next_progress <= now {
-                next_progress += config.progress_every;
-            }
-        }
-        tokio::time::sleep(COLLECT_EVERY).await;
-    }
-    let Collector { tallies, total, sink_error, .. } = collector;
-    if let Some((request_id, source)) = sink_error {
-        return Err(LoadError::Sink { request_id, source });
-    }
-
-    let end = Instant::now();
-    let elapsed = end.duration_since(start);
-    let (rate_per_s, concurrency) = match config.model {
-        Model::Open { rate_per_s } => (Some(rate_per_s), None),
-        Model::Closed { concurrency } => (None, Some(concurrency)),
-    };
-    Ok(LoadReport {
-        model: config.model.name().to_string(),
-        rate_per_s,
-        concurrency,
-        connections: config.connections,
-        keepalive: config.keepalive,
-        duration_us: duration_us(config.duration),
-        timeout_us: duration_us(config.timeout),
-        started_ts_ns: clock.unix_ns(start),
-        ended_ts_ns: clock.unix_ns(end),
-        elapsed_us: duration_us(elapsed),
-        connections_opened: connections_opened.load(Ordering::Relaxed),
-        stopped_early: stop.load(Ordering::Relaxed),
-        classes: classes.iter().zip(&tallies).map(|(class, t)| t.summary(class, elapsed)).collect(),
-        total: total.summary("total", elapsed),
-        statuses: classes
-            .iter()
-            .zip(&tallies)
-            .flat_map(|(class, t)| t.status_counts(class))
-            .collect(),
-    })
-}
-
 fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Open model: request `i` is due at `start + i / rate`, whatever happened to earlier requests.
-/// Each request is its own task, so a stalled server makes requests queue for a connection (and
-/// that wait counts in their latency) instead of slowing the schedule down.
-async fn drive_open(shared: Arc<Shared>, rate_per_s: f64) {
+/// Open model: request `i` is due at `start + i / rate`, whatever happened to earlier requests;
+/// worker thread `t` of `T` starts requests `t, t + T, t + 2T, ...`. Each request is its own task,
+/// so a stalled server makes requests queue for a connection (and that wait counts in their
+/// latency) instead of slowing the schedule down.
+async fn drive_open(
+    shared: &Arc<Shared>,
+    thread_index: u32,
+    rate_per_s: f64,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
     let start = shared.clock.base();
     let interval_ns = 1e9 / rate_per_s;
-    for request_id in 0..shared.max_requests {
+    let pool = &shared.pools[thread_index as usize];
+    let first = u64::from(thread_index);
+    for request_id in (first..shared.max_requests).step_by(shared.threads as usize) {
         if shared.stopped() {
             break;
         }
@@ -384,13 +445,16 @@ async fn drive_open(shared: Arc<Shared>, rate_per_s: f64) {
         if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
         }
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move { execute(&shared, request_id, due).await });
+        let (shared, pool) = (Arc::clone(shared), Arc::clone(pool));
+        tasks.spawn(async move { execute(&shared, &pool, request_id, due).await });
+        // Reap finished requests so a long run does not keep one entry per request.
+        while tasks.try_join_next().is_some() {}
     }
 }
 
 /// Closed model: one client sends a request, waits for its end, sends the next.
-async fn drive_closed_client(shared: Arc<Shared>) {
+async fn drive_closed_client(shared: Arc<Shared>, thread_index: u32) {
+    let pool = Arc::clone(&shared.pools[thread_index as usize]);
     loop {
         let now = Instant::now();
         if shared.stopped() || now >= shared.deadline {
@@ -400,7 +464,7 @@ async fn drive_closed_client(shared: Arc<Shared>) {
         if request_id >= shared.max_requests {
             break;
         }
-        execute(&shared, request_id, now).await;
+        execute(&shared, &pool, request_id, now).await;
     }
 }
 
@@ -417,13 +481,13 @@ struct Attempt {
     response_body_bytes: u64,
 }
 
-async fn execute(shared: &Shared, request_id: u64, scheduled: Instant) {
+async fn execute(shared: &Shared, pool: &Arc<Pool>, request_id: u64, scheduled: Instant) {
     let cycle = &shared.plan.cycle;
     let target = &shared.plan.targets[cycle[(request_id % cycle.len() as u64) as usize]];
     let mut attempt = Attempt::default();
     let deadline = scheduled + shared.timeout;
     let outcome =
-        tokio::time::timeout_at(deadline.into(), send(shared, target, &mut attempt)).await;
+        tokio::time::timeout_at(deadline.into(), send(shared, pool, target, &mut attempt)).await;
     let end = Instant::now();
     let error_kind = match outcome {
         Ok(Ok(())) => None,
@@ -456,10 +520,11 @@ async fn execute(shared: &Shared, request_id: u64, scheduled: Instant) {
 
 async fn send(
     shared: &Shared,
+    pool: &Arc<Pool>,
     target: &PreparedTarget,
     attempt: &mut Attempt,
 ) -> Result<(), ErrorKind> {
-    let mut slot = shared.pool.acquire().await;
+    let mut slot = pool.acquire().await;
     attempt.start = Some(Instant::now());
     let mut conn = ready_connection(shared, slot.take()).await?;
     attempt.connection_id = Some(conn.id);
