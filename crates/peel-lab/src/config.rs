@@ -88,6 +88,9 @@ pub struct LabConfig {
     pub slow_close: Duration,
     /// Local ports the frontend may use for upstream connections (None: the kernel picks).
     pub ephemeral_ports: Option<PortRange>,
+    /// Real PostgreSQL: extra wait on every new connection, added by a relay in front of it (the
+    /// TLS and authentication round trips to a remote managed database); zero connects directly.
+    pub pg_setup_delay: Duration,
     /// Simulated database: time to accept a new connection (PostgreSQL's fork + authentication).
     pub sim_connect_cost: Duration,
     /// Simulated database: time to answer one query.
@@ -112,6 +115,7 @@ impl Default for LabConfig {
             upstream_close: Closer::App,
             slow_close: Duration::ZERO,
             ephemeral_ports: None,
+            pg_setup_delay: Duration::from_millis(20),
             sim_connect_cost: Duration::from_millis(20),
             sim_query_cost: Duration::from_millis(1),
             frontend_max_connections: 2048,
@@ -153,6 +157,9 @@ impl LabConfig {
                 format!("{:?}", self.sim_connect_cost),
                 "at most 10s",
             );
+        }
+        if self.pg_setup_delay > MAX_COST {
+            return invalid("pg-setup-delay", format!("{:?}", self.pg_setup_delay), "at most 10s");
         }
         if self.sim_query_cost > MAX_COST {
             return invalid("sim-query-cost", format!("{:?}", self.sim_query_cost), "at most 10s");

@@ -16,6 +16,7 @@ mod app;
 mod config;
 mod counters;
 mod db;
+mod db_relay;
 mod frontend;
 mod http;
 mod postgres_server;
@@ -31,6 +32,7 @@ pub use counters::LabCounters;
 
 use counters::Counters;
 use db::DbTarget;
+use db_relay::{DelayRelay, RelaySettings};
 use frontend::{Frontend, FrontendSettings};
 use postgres_server::PgServer;
 use sim_db::{SimCosts, SimDb};
@@ -82,7 +84,8 @@ pub struct LabHandle {
 #[derive(Debug)]
 enum Database {
     Sim(SimDb),
-    Postgres(PgServer),
+    /// The server, and the relay the app connects through when `pg_setup_delay` is set.
+    Postgres(PgServer, Option<DelayRelay>),
 }
 
 impl Lab {
@@ -95,7 +98,10 @@ impl Lab {
         let (db, db_fallback_reason) = start_database(&config, &counters)?;
         let (db_addr, db_kind, db_target) = match &db {
             Database::Sim(sim) => (sim.addr, DbKind::Sim, DbTarget::Sim(sim.addr)),
-            Database::Postgres(pg) => (pg.addr, DbKind::Postgres, DbTarget::Postgres(pg.addr)),
+            Database::Postgres(pg, relay) => {
+                let addr = relay.as_ref().map_or(pg.addr, |relay| relay.addr);
+                (addr, DbKind::Postgres, DbTarget::Postgres(addr))
+            }
         };
         let mut handle = LabHandle {
             frontend_addr: db_addr,
@@ -131,14 +137,31 @@ fn start_database(
     };
     match config.db {
         DbChoice::Sim => Ok((start_sim()?, None)),
-        DbChoice::Real => {
-            Ok((Database::Postgres(PgServer::start(config.db_port, config.io_timeout)?), None))
-        }
-        DbChoice::Auto => match PgServer::start(config.db_port, config.io_timeout) {
-            Ok(pg) => Ok((Database::Postgres(pg), None)),
+        DbChoice::Real => Ok((start_postgres(config)?, None)),
+        DbChoice::Auto => match start_postgres(config) {
+            Ok(pg) => Ok((pg, None)),
             Err(err) => Ok((start_sim()?, Some(err.to_string()))),
         },
     }
+}
+
+/// PostgreSQL, behind the setup-delay relay (which then owns `db_port`) when one is configured.
+fn start_postgres(config: &LabConfig) -> Result<Database, LabError> {
+    if config.pg_setup_delay.is_zero() {
+        return Ok(Database::Postgres(PgServer::start(config.db_port, config.io_timeout)?, None));
+    }
+    let pg = PgServer::start(0, config.io_timeout)?;
+    let settings = RelaySettings {
+        upstream: pg.addr,
+        setup_delay: config.pg_setup_delay,
+        io_timeout: config.io_timeout,
+    };
+    let relay = DelayRelay::start(config.db_port, settings).map_err(|source| LabError::Listen {
+        tier: "database relay",
+        port: config.db_port,
+        source,
+    })?;
+    Ok(Database::Postgres(pg, Some(relay)))
 }
 
 impl LabHandle {
@@ -195,9 +218,17 @@ impl LabHandle {
         self.app_addr
     }
 
-    /// The database's address.
+    /// The database address the app connects to (the setup-delay relay when there is one).
     pub fn db_addr(&self) -> SocketAddr {
         self.db_addr
+    }
+
+    /// Where PostgreSQL itself listens (behind the relay when `pg_setup_delay` is set).
+    pub fn postgres_addr(&self) -> Option<SocketAddr> {
+        match &self.db {
+            Some(Database::Postgres(pg, _)) => Some(pg.addr),
+            _ => None,
+        }
     }
 
     /// `http://127.0.0.1:PORT` of the frontend.
@@ -218,7 +249,7 @@ impl LabHandle {
     /// PostgreSQL's temporary directory (cluster `data/`, `postgres.log`), while it runs.
     pub fn postgres_dir(&self) -> Option<&std::path::Path> {
         match &self.db {
-            Some(Database::Postgres(pg)) => pg.dir(),
+            Some(Database::Postgres(pg, _)) => pg.dir(),
             _ => None,
         }
     }
@@ -253,7 +284,12 @@ impl LabHandle {
                 sim.stop();
                 Ok(())
             }
-            Some(Database::Postgres(mut pg)) => pg.stop(),
+            Some(Database::Postgres(mut pg, relay)) => {
+                if let Some(mut relay) = relay {
+                    relay.stop();
+                }
+                pg.stop()
+            }
             None => Ok(()),
         }
     }

@@ -223,14 +223,22 @@ fn real_postgres_in_both_modes_and_nothing_left_after_stop() -> std::io::Result<
         eprintln!("skipped: initdb/pg_ctl are not on PATH (install PostgreSQL to run this test)");
         return Ok(());
     }
-    for (mode, requests) in [(DbMode::PerRequest, 5u64), (DbMode::Persistent, 6u64)] {
+    // Per-request through the setup-delay relay, persistent straight to the server.
+    let cases = [
+        (DbMode::PerRequest, 5u64, Duration::from_millis(5)),
+        (DbMode::Persistent, 6u64, Duration::ZERO),
+    ];
+    for (mode, requests, pg_setup_delay) in cases {
         let mut lab = start(LabConfig {
             db: DbChoice::Real,
             db_mode: mode,
             workers: 2,
+            pg_setup_delay,
             ..LabConfig::default()
         });
         assert_eq!(lab.db_kind(), DbKind::Postgres);
+        let relayed = lab.postgres_addr() != Some(lab.db_addr());
+        assert_eq!(relayed, !pg_setup_delay.is_zero(), "a relay exactly when a delay is set");
         let dir = lab.postgres_dir().map(Path::to_path_buf).unwrap_or_default();
         assert!(dir.join("data").join("PG_VERSION").is_file(), "cluster in {}", dir.display());
         let needle = dir.join("data").display().to_string();

@@ -1,0 +1,158 @@
+//! A relay in front of the lab's PostgreSQL that holds every new connection for a fixed delay
+//! before connecting it through.
+//!
+//! In the story the database was a managed service on another host: a new connection paid for TLS
+//! and authentication round trips over the network on top of PostgreSQL's fork. On loopback those
+//! round trips cost nothing, so the app would only see the fork, which burns CPU; this relay adds
+//! the network part as waiting time, so the outage shows its real signature (slow, yet CPU idle).
+//! Only connection setup is delayed: bytes of an established connection pass straight through, so
+//! queries stay as fast as in the story.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::tier::{self, Stop, Threads};
+
+/// A running relay.
+#[derive(Debug)]
+pub(crate) struct DelayRelay {
+    pub(crate) addr: SocketAddr,
+    listener: TcpListener,
+    stop: Arc<Stop>,
+    threads: Arc<Threads>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// Where the relay forwards to and how long it holds a new connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RelaySettings {
+    pub(crate) upstream: SocketAddr,
+    pub(crate) setup_delay: Duration,
+    pub(crate) io_timeout: Duration,
+}
+
+impl DelayRelay {
+    pub(crate) fn start(port: u16, settings: RelaySettings) -> io::Result<DelayRelay> {
+        let listener = tier::listen(port, 1024)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(Stop::default());
+        let threads = Arc::new(Threads::default());
+        let acceptor = {
+            let (listener, stop, threads) =
+                (listener.try_clone()?, Arc::clone(&stop), Arc::clone(&threads));
+            std::thread::Builder::new()
+                .name("lab-db-relay".into())
+                .spawn(move || accept_loop(&listener, &stop, &threads, settings))?
+        };
+        Ok(DelayRelay { addr, listener, stop, threads, acceptor: Some(acceptor) })
+    }
+
+    pub(crate) fn stop(&mut self) {
+        self.stop.begin();
+        tier::wake_acceptors(&self.listener);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        self.threads.join_all();
+    }
+}
+
+impl Drop for DelayRelay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    stop: &Arc<Stop>,
+    threads: &Arc<Threads>,
+    settings: RelaySettings,
+) {
+    while !stop.is_stopping() {
+        let Ok((client, _)) = listener.accept() else {
+            if !stop.is_stopping() {
+                std::thread::sleep(Duration::from_millis(5)); // EMFILE and friends
+            }
+            continue;
+        };
+        let (stop, for_thread) = (Arc::clone(stop), Arc::clone(threads));
+        let spawned = std::thread::Builder::new()
+            .name("lab-db-relay-conn".into())
+            .stack_size(128 * 1024)
+            .spawn(move || relay(client, &stop, &for_thread, settings));
+        if let Ok(handle) = spawned {
+            threads.push(handle);
+        }
+    }
+}
+
+/// Holds `client` for the setup delay, then pipes it to the upstream both ways until either ends.
+fn relay(client: TcpStream, stop: &Arc<Stop>, threads: &Threads, settings: RelaySettings) {
+    let Some(_client_tracked) = stop.track(&client) else { return };
+    if !stop.sleep(settings.setup_delay) {
+        return;
+    }
+    let Ok(upstream) = TcpStream::connect_timeout(&settings.upstream, settings.io_timeout) else {
+        return; // the client sees its connection close, as with an unreachable database
+    };
+    let Some(_upstream_tracked) = stop.track(&upstream) else { return };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let (Ok(client_reader), Ok(upstream_writer)) = (client.try_clone(), upstream.try_clone())
+    else {
+        return;
+    };
+    let forward = std::thread::Builder::new()
+        .name("lab-db-relay-up".into())
+        .stack_size(128 * 1024)
+        .spawn(move || pipe(client_reader, upstream_writer));
+    pipe(upstream, client);
+    if let Ok(forward) = forward {
+        threads.push(forward);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let _ = io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn bytes_pass_through_both_ways_after_the_delay() -> io::Result<()> {
+        let echo = tier::listen(0, 8)?;
+        let upstream = echo.local_addr()?;
+        let server = std::thread::spawn(move || -> io::Result<()> {
+            let (mut stream, _) = echo.accept()?;
+            let mut buf = [0u8; 5];
+            stream.read_exact(&mut buf)?;
+            stream.write_all(&buf)?;
+            Ok(())
+        });
+        let settings = RelaySettings {
+            upstream,
+            setup_delay: Duration::from_millis(5),
+            io_timeout: Duration::from_secs(5),
+        };
+        let mut relay = DelayRelay::start(0, settings)?;
+        let mut client = TcpStream::connect(relay.addr)?;
+        client.set_read_timeout(Some(Duration::from_secs(5)))?;
+        client.write_all(b"hello")?;
+        let mut answer = [0u8; 5];
+        client.read_exact(&mut answer)?;
+        assert_eq!(&answer, b"hello");
+        assert!(server.join().map(|result| result.is_ok()).unwrap_or(false));
+        drop(client);
+        relay.stop();
+        assert!(TcpStream::connect(relay.addr).is_err(), "relay still listening after stop");
+        Ok(())
+    }
+}
