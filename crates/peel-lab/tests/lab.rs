@@ -287,3 +287,34 @@ fn dropping_the_handle_tears_down_postgres() -> std::io::Result<()> {
     assert_eq!(processes_mentioning(&dir.join("data").display().to_string()), Vec::<String>::new());
     Ok(())
 }
+
+/// TCP states (/proc/net/tcp's hex codes) of the sockets connected to remote port `port`.
+fn tcp_states_towards(port: u16) -> Vec<String> {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return Vec::new() };
+    let port_of = |address: &str| {
+        address.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok()).unwrap_or(0)
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (remote, state) = (fields.get(2)?, fields.get(3)?);
+            (port_of(remote) == port).then(|| state.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn slow_close_keeps_the_frontend_side_open_after_the_app_closed() -> std::io::Result<()> {
+    // Long enough that the check below always runs inside it; stop() cuts the wait short.
+    let mut lab =
+        start(LabConfig { slow_close: Duration::from_secs(30), ..sim_config(DbMode::PerRequest) });
+    assert_eq!(get(lab.frontend_addr(), "/cached")?.0, 200);
+    // The frontend read the app's FIN before answering, and holds its own: CLOSE_WAIT (08).
+    assert_eq!(tcp_states_towards(lab.app_addr().port()), vec!["08".to_string()]);
+    assert_eq!(lab.counters().upstream_connections_opened, 1);
+    assert!(lab.stop().is_ok());
+    assert_eq!(tcp_states_towards(lab.app_addr().port()), Vec::<String>::new(), "closed at stop");
+    Ok(())
+}
