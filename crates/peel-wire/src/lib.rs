@@ -14,6 +14,8 @@ pub mod decode;
 pub mod error;
 mod exchange;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod pg;
 pub mod reader;
