@@ -266,6 +266,17 @@ impl Analyzer {
         let pure_syn = seg.has(FLAG_SYN) && !seg.has(FLAG_ACK);
         let synack = seg.has(FLAG_SYN) && seg.has(FLAG_ACK);
         let key = if seg.vlan_key != 0 && !pure_syn { self.vlan_partner(key, src) } else { key };
+        // Fast path: most packets belong to a connection in the table and open or close nothing.
+        if !(pure_syn || synack) {
+            if let Some(conn) = self.table.get_mut(&key) {
+                let side = conn.side_of(src);
+                conn.segment(side, seg, packet.ts_ns, packet.source.0);
+                if conn.is_finished() {
+                    self.retire(key);
+                }
+                return;
+            }
+        }
         if let Some(&tomb) = self.tombstones.get(&key) {
             // zeek#862: a retransmitted FIN/RST/ACK of a finished connection is not a new one.
             if !(pure_syn && tomb.syn_isn != Some(seg.seq)) {
@@ -325,11 +336,16 @@ impl Analyzer {
             }
         }
         if conn.is_finished() {
-            let syn_isn = conn.syn_isn();
-            if let Some(conn) = self.table.remove(&key) {
-                self.finished.push(conn.finish(false));
-            }
-            self.tombstones.insert(key, Tombstone { closed_ts_ns: packet.ts_ns, syn_isn });
+            self.retire(key);
+        }
+    }
+
+    /// Emits a finished connection and leaves a tombstone to absorb its late retransmissions.
+    fn retire(&mut self, key: FlowKey) {
+        if let Some(conn) = self.table.remove(&key) {
+            let tomb = Tombstone { closed_ts_ns: conn.last_ts_ns, syn_isn: conn.syn_isn() };
+            self.tombstones.insert(key, tomb);
+            self.finished.push(conn.finish(false));
         }
     }
 

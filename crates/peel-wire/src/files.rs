@@ -104,27 +104,32 @@ pub fn analyze_paths<F: FnMut(FinishedConnection)>(
         let Some(cursor) = cursors.get_mut(slot).and_then(Option::as_mut) else {
             continue;
         };
-        let meta = cursor.current;
-        let packet = Packet {
-            ts_ns: meta.ts_ns,
-            linktype: meta.linktype,
-            interface_id: meta.interface_id,
-            data: cursor.reader.data(),
-            orig_len: meta.orig_len,
-            source: cursor.source,
-            index: meta.index,
-        };
-        analyzer.push(&packet, sink);
-        match cursor.reader.next_packet()? {
-            Some(next) => {
-                cursor.current = next;
-                heap.push(Reverse((next.ts_ns, slot)));
-            }
-            None => {
+        // Stay on this file while it holds the earliest packet (always, for a single file): the
+        // heap is only touched when another file's packet comes first.
+        loop {
+            let meta = cursor.current;
+            let packet = Packet {
+                ts_ns: meta.ts_ns,
+                linktype: meta.linktype,
+                interface_id: meta.interface_id,
+                data: cursor.reader.data(),
+                orig_len: meta.orig_len,
+                source: cursor.source,
+                index: meta.index,
+            };
+            analyzer.push(&packet, sink);
+            let Some(next) = cursor.reader.next_packet()? else {
                 let warnings = cursor.reader.take_warnings();
-                let source = cursor.source;
-                analyzer.add_warnings(source, warnings);
+                analyzer.add_warnings(cursor.source, warnings);
                 cursors[slot] = None;
+                break;
+            };
+            cursor.current = next;
+            let heap_first = heap.peek().is_none_or(|Reverse((ts, _))| next.ts_ns <= *ts);
+            let file_first = waiting.peek().is_none_or(|(first_ts, _, _)| next.ts_ns < *first_ts);
+            if !(heap_first && file_first) {
+                heap.push(Reverse((next.ts_ns, slot)));
+                break;
             }
         }
     }

@@ -10,7 +10,7 @@
 //! are [`crate::decode`]'s job.
 
 use std::fs::File;
-use std::io::{self, BufReader, Cursor, Read};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -74,6 +74,9 @@ pub struct CaptureReader {
     buf: Vec<u8>,
     data_start: usize,
     data_len: usize,
+    /// The current packet lies in the read buffer (not in `buf`) and is consumed on the next call.
+    borrowed: bool,
+    pending_consume: usize,
     packets: u64,
     last_ts_ns: i64,
     done: bool,
@@ -126,6 +129,8 @@ impl CaptureReader {
             buf: Vec::with_capacity(2048),
             data_start: 0,
             data_len: 0,
+            borrowed: false,
+            pending_consume: 0,
             packets: 0,
             last_ts_ns: i64::MIN,
             done: false,
@@ -142,7 +147,12 @@ impl CaptureReader {
 
     /// The current packet's captured bytes.
     pub fn data(&self) -> &[u8] {
-        &self.buf[self.data_start..self.data_start + self.data_len]
+        let range = self.data_start..self.data_start + self.data_len;
+        if self.borrowed {
+            self.input.buffer().get(range).unwrap_or(&[])
+        } else {
+            self.buf.get(range).unwrap_or(&[])
+        }
     }
 
     /// Warnings collected so far (truncation, bad records), taken out of the reader.
@@ -220,6 +230,8 @@ impl CaptureReader {
         if self.done {
             return Ok(None);
         }
+        self.input.consume(std::mem::take(&mut self.pending_consume));
+        self.borrowed = false;
         let result = match self.format {
             Format::Pcap { swapped, nanos, snaplen, linktype } => {
                 self.next_pcap(swapped, nanos, snaplen, linktype)
@@ -265,7 +277,18 @@ impl CaptureReader {
     ) -> Result<Option<PacketMeta>, WireError> {
         let record_offset = self.offset;
         let mut header = [0u8; 16];
-        let got = self.read_bytes(&mut header)?;
+        // Fast path: the record is already in the read buffer; peek at it instead of copying.
+        let buffered = match self.input.fill_buf() {
+            Ok(bytes) if bytes.len() >= 16 => {
+                header.copy_from_slice(&bytes[..16]);
+                Some(bytes.len())
+            }
+            _ => None,
+        };
+        let got = match buffered {
+            Some(_) => 16,
+            None => self.read_bytes(&mut header)?,
+        };
         if got == 0 {
             return Ok(None);
         }
@@ -325,6 +348,26 @@ impl CaptureReader {
             );
         }
         let ts_ns = i64::from(sec) * NANOS_PER_SEC + i64::from(frac) * frac_scale;
+        let record_len = 16 + caplen as usize;
+        if let Some(available) = buffered {
+            if available >= record_len {
+                self.borrowed = true;
+                self.data_start = 16;
+                self.data_len = caplen as usize;
+                self.pending_consume = record_len;
+                self.offset += record_len as u64;
+                return Ok(Some(PacketMeta {
+                    ts_ns,
+                    linktype,
+                    interface_id: 0,
+                    orig_len,
+                    index,
+                    offset: record_offset,
+                }));
+            }
+            self.input.consume(16);
+            self.offset += 16;
+        }
         if !self.read_packet_data(caplen as usize, record_offset)? {
             return Ok(None);
         }

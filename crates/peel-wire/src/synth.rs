@@ -273,3 +273,84 @@ impl TcpFlow {
         w.write_frame(ts_ns, &self.frame)
     }
 }
+
+/// The shape of a benchmark capture: many short HTTP/1.1 connections, `concurrency` of them
+/// interleaved at any moment, 11 packets each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSpec {
+    pub connections: u64,
+    pub concurrency: u32,
+    /// Timestamp of the first packet (epoch ns).
+    pub start_ts_ns: i64,
+}
+
+/// Packets written per connection by [`write_http_load`].
+pub const PACKETS_PER_CONNECTION: u64 = 11;
+
+/// Writes a deterministic capture of `spec.connections` HTTP connections (SYN, SYN/ACK, ACK,
+/// request, ACK, two response segments, ACK, FIN, FIN, ACK) from clients 10.1.x.y to four servers
+/// on port 8000. The same spec always gives the same bytes. Returns the packets written.
+pub fn write_http_load<W: Write>(w: &mut PcapWriter<W>, spec: &LoadSpec) -> Result<u64, WireError> {
+    const BODY: &[u8] = &[b'x'; 100];
+    let slots = spec.concurrency.max(1) as usize;
+    let mut flows: Vec<Option<(TcpFlow, u64, u8)>> = vec![None; slots];
+    let mut started = 0u64;
+    let mut ts_ns = spec.start_ts_ns;
+    let mut request = Vec::with_capacity(128);
+    let response_head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        BODY.len() * 2
+    );
+    loop {
+        let mut active = false;
+        for slot in flows.iter_mut() {
+            if slot.is_none() && started < spec.connections {
+                let n = started;
+                started += 1;
+                let client =
+                    ([10, 1, (n >> 16) as u8 & 0x3f, (n >> 8) as u8], 1024 + (n % 60_000) as u16);
+                let server = ([10, 2, 0, (n % 4) as u8 + 1], 8000);
+                let isn = (n as u32).wrapping_mul(2_654_435_761);
+                *slot = Some((TcpFlow::new(client, server, isn, 0), n, 0));
+            }
+            let Some((flow, n, step)) = slot else { continue };
+            active = true;
+            // Deterministic spacing: 1.0 to 2.9 µs between packets.
+            ts_ns += 1_000
+                + i64::from((*n as u32).wrapping_mul(7919).wrapping_add(u32::from(*step)) % 1_900);
+            let isn_server = (*n as u32).wrapping_mul(40_503);
+            match *step {
+                0 => flow.syn(w, ts_ns)?,
+                1 => flow.syn_ack(w, ts_ns, isn_server)?,
+                2 => flow.ack(w, ts_ns, Side::Client)?,
+                3 => {
+                    request.clear();
+                    request.extend_from_slice(
+                        format!("GET /item/{} HTTP/1.1\r\nHost: bench\r\n\r\n", *n % 1000)
+                            .as_bytes(),
+                    );
+                    flow.data(w, ts_ns, Side::Client, &request)?;
+                }
+                4 => flow.ack(w, ts_ns, Side::Server)?,
+                5 => {
+                    let mut first = response_head.as_bytes().to_vec();
+                    first.extend_from_slice(BODY);
+                    flow.data(w, ts_ns, Side::Server, &first)?;
+                }
+                6 => flow.data(w, ts_ns, Side::Server, BODY)?,
+                7 => flow.ack(w, ts_ns, Side::Client)?,
+                8 => flow.fin(w, ts_ns, Side::Client)?,
+                9 => flow.fin(w, ts_ns, Side::Server)?,
+                _ => flow.ack(w, ts_ns, Side::Client)?,
+            }
+            *step += 1;
+            if u64::from(*step) == PACKETS_PER_CONNECTION {
+                *slot = None;
+            }
+        }
+        if !active {
+            break;
+        }
+    }
+    Ok(w.packets())
+}
