@@ -12,13 +12,15 @@ use crate::http::{looks_like_message_start, HttpEvent, HttpFramer, RequestKind};
 use crate::pg::{self, PgOutcome, PgStartup};
 use crate::records::{ExchangeRecord, Phase, Protocol, Side};
 
+// One per connection, mostly `Http`: boxing the framers would cost two allocations per connection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Mode {
     /// No payload yet (or only a server banner).
     Undecided,
     Http {
-        request: Box<HttpFramer>,
-        response: Box<HttpFramer>,
+        request: HttpFramer,
+        response: HttpFramer,
     },
     Turns,
 }
@@ -105,8 +107,8 @@ impl Exchanges {
                 // The client's bytes were not HTTP we could parse, but the server answers in HTTP
                 // (a malformed request, or HTTP behind another preamble): follow the responses.
                 self.mode = Mode::Http {
-                    request: Box::new(HttpFramer::lost(true)),
-                    response: Box::new(HttpFramer::new(false)),
+                    request: HttpFramer::lost(true),
+                    response: HttpFramer::new(false),
                 };
                 self.protocol = Some(Protocol::Http);
                 self.response_cursor = self.pending.len().saturating_sub(1);
@@ -123,10 +125,8 @@ impl Exchanges {
                 p.answered = true;
             }
             self.pop_answered(conn_id);
-            self.mode = Mode::Http {
-                request: Box::new(HttpFramer::new(true)),
-                response: Box::new(HttpFramer::new(false)),
-            };
+            self.mode =
+                Mode::Http { request: HttpFramer::new(true), response: HttpFramer::new(false) };
             self.protocol = Some(Protocol::Http);
             self.response_cursor = self.pending.len();
         }
@@ -187,10 +187,9 @@ impl Exchanges {
         };
         self.protocol = Some(protocol);
         self.mode = match protocol {
-            Protocol::Http => Mode::Http {
-                request: Box::new(HttpFramer::new(true)),
-                response: Box::new(HttpFramer::new(false)),
-            },
+            Protocol::Http => {
+                Mode::Http { request: HttpFramer::new(true), response: HttpFramer::new(false) }
+            }
             _ => {
                 self.sniff_server = protocol == Protocol::Other;
                 Mode::Turns

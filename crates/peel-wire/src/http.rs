@@ -195,6 +195,15 @@ impl HttpFramer {
             self.lose();
             return data.len();
         }
+        if newline.is_some() && self.line.is_empty() {
+            // The whole line is in this segment (the usual case): no copy.
+            let mut line = &data[..used];
+            while let [rest @ .., b'\n' | b'\r'] = line {
+                line = rest;
+            }
+            self.handle_line(ts_ns, line, out);
+            return used;
+        }
         self.line.extend_from_slice(&data[..used]);
         if newline.is_none() {
             return used;
