@@ -11,6 +11,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod process;
+mod wire;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -76,7 +77,7 @@ impl Row {
 type BenchFn = fn(&Ctx) -> anyhow::Result<Vec<Row>>;
 
 /// Every benchmark, by name.
-const BENCHES: &[(&str, BenchFn)] = &[];
+const BENCHES: &[(&str, BenchFn)] = &[("wire", wire::run)];
 
 /// Median of the samples (mean of the middle two for an even count).
 pub fn median(samples: &mut [f64]) -> f64 {
