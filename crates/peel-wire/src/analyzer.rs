@@ -466,6 +466,17 @@ impl Analyzer {
         }
     }
 
+    /// Moves the analysis clock to `now_ns` without a packet (a live capture on a quiet link):
+    /// connections that finished lingering or went idle are emitted now rather than at the next packet.
+    pub fn advance_to<F: FnMut(FinishedConnection)>(&mut self, now_ns: i64, sink: &mut F) {
+        if now_ns > self.max_ts_ns {
+            self.max_ts_ns = now_ns;
+            self.sweep(false);
+            self.next_sweep_ns = now_ns.saturating_add(NANOS_PER_SEC);
+        }
+        self.flush(sink);
+    }
+
     /// Ends the analysis: every connection still open goes to `sink`, in connection order.
     pub fn finish<F: FnMut(FinishedConnection)>(mut self, sink: &mut F) -> AnalysisEnd {
         self.sweep(true);

@@ -373,3 +373,47 @@ fn unreadable_file_is_one_error_naming_it() {
     let err = analyze_paths(&[missing], Config::default(), &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("missing.pcap") && err.contains("No such file"), "{err}");
 }
+
+#[test]
+fn live_feeding_packet_by_packet_and_advancing_the_clock() {
+    use peel_wire::reader::CaptureReader;
+    use peel_wire::{Analyzer, Packet};
+
+    let mut w = PcapWriter::new(Vec::new()).unwrap();
+    let mut f = TcpFlow::new(CLIENT, SERVER, 100, 0);
+    handshake(&mut f, &mut w, T0, T0 + 10_000, T0 + 20_000);
+    f.data(&mut w, T0 + MS, Side::Client, REQUEST).unwrap();
+    let bytes = w.into_inner().unwrap();
+    let mut reader = CaptureReader::from_reader(
+        std::path::Path::new("live"),
+        Box::new(std::io::Cursor::new(bytes)),
+    )
+    .unwrap();
+    let config = Config { idle_timeout_ns: 60 * S, ..Config::default() };
+    let mut analyzer = Analyzer::new(config);
+    let source = analyzer.add_source("eth0");
+    let mut done = Vec::new();
+    while let Some(meta) = reader.next_packet().unwrap() {
+        let packet = Packet {
+            ts_ns: meta.ts_ns,
+            linktype: meta.linktype,
+            interface_id: 0,
+            data: reader.data(),
+            orig_len: meta.orig_len,
+            source,
+            index: meta.index,
+        };
+        analyzer.push(&packet, &mut |c| done.push(c));
+    }
+    assert!(done.is_empty());
+    assert_eq!(analyzer.open_connections(), 1);
+    analyzer.advance_to(T0 + 30 * S, &mut |c| done.push(c));
+    assert!(done.is_empty(), "30 s of silence is not idle yet");
+    analyzer.advance_to(T0 + 61 * S + MS, &mut |c| done.push(c));
+    assert_eq!(done.len(), 1);
+    assert!(done[0].connection.expired);
+    assert_eq!(done[0].exchanges.len(), 1);
+    let end = analyzer.finish(&mut |c| done.push(c));
+    assert_eq!(end.warnings[0].file, "eth0");
+    assert_eq!(end.warnings[0].reason, WarningReason::IdleExpired);
+}
