@@ -417,3 +417,46 @@ fn live_feeding_packet_by_packet_and_advancing_the_clock() {
     assert_eq!(end.warnings[0].file, "eth0");
     assert_eq!(end.warnings[0].reason, WarningReason::IdleExpired);
 }
+
+#[test]
+fn summary_per_endpoint_names_the_dominant_phase() {
+    use peel_wire::summary::SummaryBuilder;
+
+    let (conns, end) = analyze(|w| {
+        for i in 0..4u16 {
+            let start = T0 + i64::from(i) * 10 * MS;
+            let mut f = TcpFlow::new(([10, 0, 0, 1], 40_000 + i), SERVER, 100, 0);
+            handshake(&mut f, w, start, start + 10_000, start + 20_000);
+            f.data(w, start + MS, Side::Client, REQUEST).unwrap();
+            f.data(w, start + 2 * MS, Side::Server, RESPONSE_HEAD).unwrap();
+            f.data(w, start + 2 * MS, Side::Server, b"0123456789").unwrap();
+            // Three of four closes are started by the server and take 500 ms to finish.
+            let (first, second) =
+                if i < 3 { (Side::Server, Side::Client) } else { (Side::Client, Side::Server) };
+            f.fin(w, start + 3 * MS, first).unwrap();
+            f.ack(w, start + 4 * MS, second).unwrap();
+            f.fin(w, start + 503 * MS, second).unwrap();
+            f.ack(w, start + 504 * MS, first).unwrap();
+        }
+        let mut refused = TcpFlow::new(([10, 0, 0, 1], 50_000), SERVER, 1, 0);
+        refused.syn(w, T0 + 600 * MS).unwrap();
+        refused.rst(w, T0 + 600 * MS + 5_000, Side::Server).unwrap();
+    });
+    let mut builder = SummaryBuilder::new();
+    for c in &conns {
+        builder.add(c);
+    }
+    let summary = builder.finish(&end);
+    assert_eq!(summary.endpoints.len(), 1);
+    let e = &summary.endpoints[0];
+    assert_eq!((e.connections, e.exchanges, e.resets, e.resets_by_server), (5, 4, 1, 1));
+    assert_eq!((e.closed_by_server_share, e.closed_by_client_share), (0.6, 0.2));
+    assert_eq!(e.dominant_phase, Some("close"));
+    let close = e.phases.iter().find(|p| p.phase == "close").unwrap();
+    assert_eq!((close.count, close.p50_us, close.max_us), (4, 501_000.0, 501_000.0));
+    let server = e.phases.iter().find(|p| p.phase == "server").unwrap();
+    assert_eq!((server.count, server.p99_us), (4, 1000.0));
+    assert_eq!(e.requests_per_connection, 0.8);
+    assert_eq!(e.slowest.len(), 5);
+    assert_eq!(e.slowest[0].lifetime_us, 504_000.0);
+}
