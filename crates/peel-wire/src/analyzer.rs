@@ -299,7 +299,7 @@ impl Analyzer {
         };
         if replace {
             if let Some(old) = self.table.remove(&key) {
-                self.finished.push(old.finish(false));
+                self.emit(old, false);
             }
         }
         let conn = match self.table.entry(key) {
@@ -345,7 +345,7 @@ impl Analyzer {
         if let Some(conn) = self.table.remove(&key) {
             let tomb = Tombstone { closed_ts_ns: conn.last_ts_ns, syn_isn: conn.syn_isn() };
             self.tombstones.insert(key, tomb);
-            self.finished.push(conn.finish(false));
+            self.emit(conn, false);
         }
     }
 
@@ -395,13 +395,13 @@ impl Analyzer {
             vlans.retain(|&vlan_key| alive(&FlowKey { low, high, vlan_key, interface_id }));
             !vlans.is_empty()
         });
-        let finished = &mut self.finished;
-        self.table.retain(|_, conn| {
+        let mut leaving: Vec<(FlowKey, bool)> = Vec::new();
+        for (key, conn) in &self.table {
             let silent = now.saturating_sub(conn.last_ts_ns);
             let closed = conn.is_closed() && silent > linger;
             let expired = !closed && silent > idle;
             if !(everything || closed || expired) {
-                return true;
+                continue;
             }
             if expired {
                 match expired_per_source.iter_mut().find(|(s, _, _)| *s == conn.source) {
@@ -409,10 +409,13 @@ impl Analyzer {
                     None => expired_per_source.push((conn.source, 1, conn.id)),
                 }
             }
-            let conn = std::mem::replace(conn, placeholder());
-            finished.push(conn.finish(expired));
-            false
-        });
+            leaving.push((*key, expired));
+        }
+        for (key, expired) in leaving {
+            if let Some(conn) = self.table.remove(&key) {
+                self.emit(conn, expired);
+            }
+        }
         for (source, count, conn_id) in expired_per_source {
             if let Some(tally) = self.sources.get_mut(source as usize) {
                 tally.add_many(WarningReason::IdleExpired, count, None, None, || {
@@ -425,6 +428,25 @@ impl Analyzer {
         }
     }
 
+    /// Finishes a connection for the sink, counting exchanges it could not keep.
+    fn emit(&mut self, conn: Conn, expired: bool) {
+        let source = conn.source as usize;
+        let finished = conn.finish(expired);
+        let seen = u64::from(finished.connection.exchanges);
+        let kept = finished.exchanges.len() as u64;
+        if seen > kept {
+            if let Some(tally) = self.sources.get_mut(source) {
+                let conn_id = finished.connection.conn_id;
+                tally.add_many(WarningReason::ExchangesNotKept, seen - kept, None, None, || {
+                    format!(
+                        "connection {conn_id} had {seen} exchanges; only the first {kept} are kept as records (all are counted)"
+                    )
+                });
+            }
+        }
+        self.finished.push(finished);
+    }
+
     /// The flow table is full: emit the longest-silent eighth of it.
     fn evict(&mut self, source: SourceId) {
         let mut silent: Vec<(i64, FlowKey)> =
@@ -433,7 +455,7 @@ impl Analyzer {
         let count = (silent.len() / 8).max(1);
         for (_, key) in silent.into_iter().take(count) {
             if let Some(conn) = self.table.remove(&key) {
-                self.finished.push(conn.finish(true));
+                self.emit(conn, true);
             }
         }
         let max = self.config.max_flows;
@@ -506,26 +528,4 @@ fn choose_client(
     } else {
         (src, dst)
     }
-}
-
-/// A throwaway value to move a connection out of the table inside `retain`.
-fn placeholder() -> Conn {
-    let addr = IpAddr::from([0u8, 0, 0, 0]);
-    let seg = Segment {
-        src: addr,
-        dst: addr,
-        src_port: 0,
-        dst_port: 0,
-        vlan_key: 0,
-        vlan: None,
-        seq: 0,
-        ack: 0,
-        flags: 0,
-        window: 0,
-        window_scale: None,
-        payload: &[],
-        payload_len: 0,
-        header_cut: false,
-    };
-    Conn::new(u64::MAX, (addr, 0), (addr, 0), &seg, 0, 0, 0)
 }

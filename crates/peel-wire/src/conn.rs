@@ -391,7 +391,7 @@ impl Conn {
         let http_responses = exchanges.http_responses;
         let first_request_ts_ns = exchanges.first_request_ts_ns;
         let db_setup_us = exchanges.db_setup_ns.map(micros);
-        let (records, idle_ns) = exchanges.finish(id);
+        let (records, idle_ns, exchange_count) = exchanges.finish(id);
         let handshake_end = self.handshake_ack_ts_ns;
         let last_fin_ack = match (self.dirs[0].fin_acked_ts_ns, self.dirs[1].fin_acked_ts_ns) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -445,7 +445,7 @@ impl Conn {
             },
             server_us: first.and_then(|e| e.server_us),
             response_us: first.and_then(|e| e.response_us),
-            exchanges: records.len() as u32,
+            exchanges: exchange_count,
             db_setup_us,
             idle_us: idle_ns.map(micros),
             close_start_ts_ns,

@@ -316,6 +316,11 @@ impl Exchanges {
     }
 
     fn emit(&mut self, p: Pending, conn_id: u64) {
+        if self.done.len() >= MAX_EXCHANGES_KEPT {
+            // Counted, not kept: memory stays bounded on a connection with millions of requests.
+            self.next_seq += 1;
+            return;
+        }
         let request_end = p.request_end_ts_ns.unwrap_or(p.request_start_ts_ns);
         self.done.push(ExchangeRecord {
             conn_id,
@@ -352,7 +357,8 @@ impl Exchanges {
 
     /// Ends the connection: an until-close response ends with the server's last byte; every
     /// request seen becomes an exchange, with what is known of its response.
-    pub(crate) fn finish(mut self, conn_id: u64) -> (Vec<ExchangeRecord>, Option<i64>) {
+    /// Returns the exchange records kept, the idle time, and the number of exchanges seen.
+    pub(crate) fn finish(mut self, conn_id: u64) -> (Vec<ExchangeRecord>, Option<i64>, u32) {
         if let Mode::Http { response, .. } = &self.mode {
             if let (true, Some(bytes), Some(end)) =
                 (response.until_close(), response.open_message_bytes(), self.last_server_data_ts_ns)
@@ -367,10 +373,13 @@ impl Exchanges {
         for p in pending {
             self.emit(p, conn_id);
         }
-        let idle = (self.idle_ns > 0 || self.done.len() > 1).then_some(self.idle_ns);
-        (self.done, idle)
+        let idle = (self.idle_ns > 0 || self.next_seq > 1).then_some(self.idle_ns);
+        (self.done, idle, self.next_seq)
     }
 }
+
+/// Exchange records kept per connection; later ones are counted but not kept (a warning says so).
+pub(crate) const MAX_EXCHANGES_KEPT: usize = 100_000;
 
 /// Nanoseconds to microseconds, exactly as f64 allows.
 pub(crate) fn micros(ns: i64) -> f64 {

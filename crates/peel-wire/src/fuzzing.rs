@@ -29,7 +29,7 @@ pub fn http_exchanges(data: &[u8]) {
         }
     }
     let (http_requests, http_responses) = (exchanges.http_requests, exchanges.http_responses);
-    let (records, _idle) = exchanges.finish(0);
+    let (records, _idle, _seen) = exchanges.finish(0);
     assert!(records.len() as u64 <= u64::from(http_requests).max(1) + client.len() as u64);
     for (i, record) in records.iter().enumerate() {
         assert_eq!(record.seq as usize, i);

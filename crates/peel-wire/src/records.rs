@@ -259,6 +259,8 @@ pub enum WarningReason {
     MalformedBlock,
     /// A flow-table entry expired after the idle timeout (bounds memory; may split a connection).
     IdleExpired,
+    /// A connection had more exchanges than peel keeps as records (all are counted).
+    ExchangesNotKept,
     /// Packets of a connection that had already finished (late retransmitted FIN/RST/ACK), absorbed.
     AfterClose,
     /// The flow table hit its size limit and evicted the least recently seen entry.
@@ -281,6 +283,7 @@ impl WarningReason {
             WarningReason::IpFragment => "ip_fragment",
             WarningReason::MalformedBlock => "malformed_block",
             WarningReason::IdleExpired => "idle_expired",
+            WarningReason::ExchangesNotKept => "exchanges_not_kept",
             WarningReason::AfterClose => "after_close",
             WarningReason::FlowTableFull => "flow_table_full",
         }

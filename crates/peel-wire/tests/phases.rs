@@ -460,3 +460,27 @@ fn summary_per_endpoint_names_the_dominant_phase() {
     assert_eq!(e.slowest.len(), 5);
     assert_eq!(e.slowest[0].lifetime_us, 504_000.0);
 }
+
+#[test]
+fn a_connection_with_more_exchanges_than_kept_counts_them_all_and_warns() {
+    const REQUESTS: usize = 100_003;
+    let (conns, end) = analyze(|w| {
+        let mut f = TcpFlow::new(CLIENT, SERVER, 100, 0);
+        handshake(&mut f, w, T0, T0 + 10_000, T0 + 20_000);
+        let mut t = T0 + MS;
+        for _ in 0..REQUESTS {
+            f.data(w, t, Side::Client, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            f.data(w, t + 1_000, Side::Server, b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            t += 10_000;
+        }
+    });
+    let c = &conns[0];
+    assert_eq!(
+        (c.connection.exchanges as usize, c.connection.http_requests as usize),
+        (REQUESTS, REQUESTS)
+    );
+    assert_eq!(c.exchanges.len(), 100_000);
+    let warning =
+        end.warnings.iter().find(|w| w.reason == WarningReason::ExchangesNotKept).unwrap();
+    assert_eq!(warning.count, 3);
+}
