@@ -142,14 +142,15 @@ impl Sampler {
 
     /// Takes a snapshot now and then every `every` until `total` has passed (both ends included:
     /// 60 s every 1 s is 61 snapshots, 60 rate intervals) or `stop` is set. Each snapshot is handed
-    /// to `on_snapshot` as it is taken; an error from it ends the series.
-    pub fn run(
+    /// to `on_snapshot` as it is taken (to store it, print progress); an error from it ends the
+    /// series. Returns how many snapshots were taken.
+    pub fn run<E: From<SnapError>>(
         &mut self,
         every: Duration,
         total: Duration,
         stop: &AtomicBool,
-        mut on_snapshot: impl FnMut(SnapshotRecords) -> Result<()>,
-    ) -> Result<u64> {
+        mut on_snapshot: impl FnMut(SnapshotRecords) -> Result<(), E>,
+    ) -> Result<u64, E> {
         let every = every.max(Duration::from_millis(10));
         let start = Instant::now();
         let mut taken = 0u64;
@@ -173,7 +174,7 @@ impl Sampler {
             let mut series = Vec::new();
             sampler.run(every, total, &flag, |snapshot| {
                 series.push(snapshot);
-                Ok(())
+                Ok::<(), SnapError>(())
             })?;
             Ok(series)
         });

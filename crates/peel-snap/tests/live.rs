@@ -254,7 +254,7 @@ fn a_series_has_rates_cpu_and_the_matched_process() {
     let taken = sampler
         .run(Duration::from_millis(300), Duration::from_millis(300), &stop, |snap| {
             series.push(snap);
-            Ok(())
+            Ok::<(), peel_snap::SnapError>(())
         })
         .expect("series");
     assert_eq!(taken, 2);
