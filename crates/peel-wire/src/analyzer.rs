@@ -261,7 +261,7 @@ impl Analyzer {
     fn segment(&mut self, packet: &Packet<'_>, seg: &Segment<'_>) {
         let src = (seg.src, seg.src_port);
         let dst = (seg.dst, seg.dst_port);
-        let (low, high) = if src <= dst { (src, dst) } else { (dst, src) };
+        let (low, high) = if endpoint_le(src, dst) { (src, dst) } else { (dst, src) };
         let key = FlowKey { low, high, vlan_key: seg.vlan_key, interface_id: packet.interface_id };
         let pure_syn = seg.has(FLAG_SYN) && !seg.has(FLAG_ACK);
         let synack = seg.has(FLAG_SYN) && seg.has(FLAG_ACK);
@@ -508,6 +508,14 @@ impl Analyzer {
             warnings.extend(tally.into_records());
         }
         AnalysisEnd { stats: self.stats, warnings }
+    }
+}
+
+/// `a <= b` for the flow key's canonical order; IPv4 compares as integers (the hot case).
+fn endpoint_le(a: (IpAddr, u16), b: (IpAddr, u16)) -> bool {
+    match (a.0, b.0) {
+        (IpAddr::V4(x), IpAddr::V4(y)) => (u32::from(x), a.1) <= (u32::from(y), b.1),
+        _ => a <= b,
     }
 }
 

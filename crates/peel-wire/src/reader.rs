@@ -165,7 +165,7 @@ impl CaptureReader {
         let mut magic = [0u8; 4];
         let got = self.read_bytes(&mut magic)?;
         if got == 0 {
-            return Err(self.not_a_capture("the file is empty (0 bytes)".into()));
+            return Err(self.not_a_capture("the file is empty".into()));
         }
         if got < 4 {
             return Err(self.not_a_capture(format!("only {got} bytes long")));
