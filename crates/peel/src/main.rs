@@ -29,11 +29,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Completions(cmd::completions::Args),
+    Lab(cmd::lab::Args),
 }
 
 fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Completions(args) => cmd::completions::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
     }
 }
 

@@ -3,3 +3,4 @@
 //! `main.rs`'s `Command`.
 
 pub mod completions;
+pub mod lab;
