@@ -25,8 +25,8 @@ pub use config::{
 };
 pub use duration::{parse_duration, DurationError};
 pub use live::{
-    check_filter, Capture, CaptureHandle, CaptureReport, InterfaceReport, InterfaceStats,
-    StopReason, TappedPacket,
+    check_filter, linktype_name, Capture, CaptureHandle, CaptureReport, InterfaceReport,
+    InterfaceStats, StopReason, TappedPacket,
 };
 pub use pcap_file::{TimestampPrecision, WrittenFile};
 pub use privilege::{

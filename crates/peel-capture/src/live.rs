@@ -41,6 +41,29 @@ pub enum StopReason {
     Failed { interface: String, message: String },
 }
 
+impl StopReason {
+    /// A stable machine name: `requested`, `duration`, `packet_limit`, `disk_floor` or `failed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StopReason::Requested => "requested",
+            StopReason::Duration(_) => "duration",
+            StopReason::PacketLimit(_) => "packet_limit",
+            StopReason::DiskFloor { .. } => "disk_floor",
+            StopReason::Failed { .. } => "failed",
+        }
+    }
+
+    /// True when the capture ended before what was asked for (disk floor, failure).
+    pub fn is_early(&self) -> bool {
+        matches!(self, StopReason::DiskFloor { .. } | StopReason::Failed { .. })
+    }
+}
+
+/// libpcap's short name of a link type (`EN10MB`, `LINUX_SLL`), or its number.
+pub fn linktype_name(linktype: i32) -> String {
+    pcap::Linktype(linktype).get_name().unwrap_or_else(|_| linktype.to_string())
+}
+
 impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -65,11 +88,11 @@ impl std::fmt::Display for StopReason {
 #[derive(Debug, Clone)]
 pub struct TappedPacket {
     /// Index into [`CaptureConfig::interfaces`].
-    pub interface_index: usize,
-    /// libpcap link type of the interface (1 Ethernet, 113 Linux cooked, ...).
-    pub linktype: i32,
+    pub interface_index: u32,
+    /// LINKTYPE_* value of the interface (1 Ethernet, 113 Linux cooked, ...).
+    pub linktype: u32,
     /// Capture time, nanoseconds since the Unix epoch.
-    pub ts_ns: u64,
+    pub ts_ns: i64,
     /// Length of the packet on the wire (more than `data.len()` when cut by the snaplen).
     pub orig_len: u32,
     /// The captured bytes, starting at the link-layer header.
@@ -472,13 +495,14 @@ impl InterfaceWorker {
         );
         if let Some(tap) = &self.tap {
             let frac_ns = match self.format.precision {
-                TimestampPrecision::Nanos => u64::from(ts_frac),
-                TimestampPrecision::Micros => u64::from(ts_frac) * 1_000,
+                TimestampPrecision::Nanos => i64::from(ts_frac),
+                TimestampPrecision::Micros => i64::from(ts_frac) * 1_000,
             };
             let copy = TappedPacket {
-                interface_index: self.index,
-                linktype: self.format.linktype,
-                ts_ns: u64::from(ts_sec) * 1_000_000_000 + frac_ns,
+                // At most a handful of interfaces; the index fits in u32.
+                interface_index: self.index as u32,
+                linktype: self.format.linktype as u32,
+                ts_ns: i64::from(ts_sec) * 1_000_000_000 + frac_ns,
                 orig_len: header.len,
                 data: packet.data.to_vec(),
             };
