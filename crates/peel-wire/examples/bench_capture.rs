@@ -39,7 +39,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 started.elapsed().as_secs_f64()
             );
         }
-        _ => return Err("usage: bench_capture write FILE CONNECTIONS | analyze FILE...".into()),
+        Some(stage @ ("read" | "decode")) if args.len() == 2 => {
+            // Cost of the stages below the engine: reading records, and decoding them too.
+            let started = Instant::now();
+            let mut reader = peel_wire::reader::CaptureReader::open(std::path::Path::new(&args[1]))?;
+            let (mut packets, mut tcp) = (0u64, 0u64);
+            while let Some(meta) = reader.next_packet()? {
+                packets += 1;
+                if stage == "decode" {
+                    let cut = (reader.data().len() as u64) < u64::from(meta.orig_len);
+                    if let peel_wire::decode::Decoded::Tcp(_) = peel_wire::decode::decode(meta.linktype, reader.data(), cut) {
+                        tcp += 1;
+                    }
+                }
+            }
+            println!("{stage}: {packets} packets ({tcp} TCP) in {:.3} s", started.elapsed().as_secs_f64());
+        }
+        _ => return Err("usage: bench_capture write FILE CONNECTIONS | analyze FILE... | read FILE | decode FILE".into()),
     }
     Ok(())
 }
