@@ -189,7 +189,9 @@ impl Conn {
 
     fn rtt_ns(&self) -> i64 {
         match (self.syn_ts_ns, self.handshake_ack_ts_ns) {
-            (Some(syn), Some(ack)) if ack > syn => (ack - syn).max(DEFAULT_OUT_OF_ORDER_NS),
+            (Some(syn), Some(ack)) if ack > syn => {
+                ack.saturating_sub(syn).max(DEFAULT_OUT_OF_ORDER_NS)
+            }
             _ => DEFAULT_OUT_OF_ORDER_NS,
         }
     }
@@ -399,9 +401,11 @@ impl Conn {
         };
         let (close_start_ts_ns, close_us) = match (self.first_fin, self.rst) {
             (Some((fin, _)), Some((rst, _, _))) if last_fin_ack.is_none() => {
-                (Some(fin), Some(micros(rst - fin)))
+                (Some(fin), Some(micros(rst.saturating_sub(fin))))
             }
-            (Some((fin, _)), _) => (Some(fin), last_fin_ack.map(|end| micros(end - fin))),
+            (Some((fin, _)), _) => {
+                (Some(fin), last_fin_ack.map(|end| micros(end.saturating_sub(fin))))
+            }
             (None, Some((rst, _, _))) => (Some(rst), None),
             (None, None) => (None, None),
         };
@@ -430,17 +434,17 @@ impl Conn {
             interface_id: self.interface_id,
             syn_ts_ns: self.syn_ts_ns,
             handshake_us: match (self.syn_ts_ns, handshake_end) {
-                (Some(syn), Some(ack)) => Some(micros(ack - syn)),
+                (Some(syn), Some(ack)) => Some(micros(ack.saturating_sub(syn))),
                 _ => None,
             },
             synack_to_ack_us: match (self.synack_ts_ns, handshake_end) {
-                (Some(synack), Some(ack)) => Some(micros(ack - synack)),
+                (Some(synack), Some(ack)) => Some(micros(ack.saturating_sub(synack))),
                 _ => None,
             },
             syn_retransmits: self.syn_retransmits,
             first_request_ts_ns,
             request_wait_us: match (handshake_end, first_request_ts_ns) {
-                (Some(hs), Some(req)) => Some(micros(req - hs)),
+                (Some(hs), Some(req)) => Some(micros(req.saturating_sub(hs))),
                 _ => None,
             },
             server_us: first.and_then(|e| e.server_us),
@@ -463,7 +467,7 @@ impl Conn {
             bytes_s2c: bytes(&self.dirs[1]),
             first_ts_ns: self.first_ts_ns,
             last_ts_ns: self.last_ts_ns,
-            lifetime_us: micros(self.last_ts_ns - self.first_ts_ns),
+            lifetime_us: micros(self.last_ts_ns.saturating_sub(self.first_ts_ns)),
             packets: self.packets,
             state,
             protocol,
@@ -508,7 +512,7 @@ fn classify(
     if end < hole.end && dir.holes.len() < MAX_HOLES {
         dir.holes.push(Hole { start: end, ..hole });
     }
-    if ts_ns - hole.seen_ts_ns <= out_of_order_ns {
+    if ts_ns.saturating_sub(hole.seen_ts_ns) <= out_of_order_ns {
         SeqVerdict::OutOfOrder
     } else {
         SeqVerdict::Retransmission

@@ -202,7 +202,7 @@ impl Exchanges {
             return;
         };
         if pg.server_bytes(data) == PgOutcome::Ready {
-            self.db_setup_ns = Some(ts_ns - *start_ts);
+            self.db_setup_ns = Some(ts_ns.saturating_sub(*start_ts));
         }
     }
 
@@ -238,7 +238,7 @@ impl Exchanges {
     fn start_request(&mut self, ts_ns: i64, method: Option<String>, path: Option<String>) {
         self.first_request_ts_ns.get_or_insert(ts_ns);
         if let Some(end) = self.last_response_end_ts_ns.take() {
-            self.idle_ns += (ts_ns - end).max(0);
+            self.idle_ns = self.idle_ns.saturating_add(ts_ns.saturating_sub(end).max(0));
         }
         self.pending.push_back(Pending {
             request_start_ts_ns: ts_ns,
@@ -329,9 +329,9 @@ impl Exchanges {
             request_end_ts_ns: request_end,
             response_start_ts_ns: p.response_start_ts_ns,
             response_end_ts_ns: p.response_end_ts_ns,
-            server_us: p.response_start_ts_ns.map(|s| micros(s - request_end)),
+            server_us: p.response_start_ts_ns.map(|s| micros(s.saturating_sub(request_end))),
             response_us: match (p.response_start_ts_ns, p.response_end_ts_ns) {
-                (Some(s), Some(e)) => Some(micros(e - s)),
+                (Some(s), Some(e)) => Some(micros(e.saturating_sub(s))),
                 _ => None,
             },
             method: p.method,

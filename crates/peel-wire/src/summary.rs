@@ -350,7 +350,9 @@ impl SummaryBuilder {
     /// The summary, with the capture's counts and warnings.
     pub fn finish(self, end: &AnalysisEnd) -> Summary {
         let duration_s = match (end.stats.first_ts_ns, end.stats.last_ts_ns) {
-            (Some(first), Some(last)) if last - first >= 1000 => Some((last - first) as f64 / 1e9),
+            (Some(first), Some(last)) if last.saturating_sub(first) >= 1000 => {
+                Some(last.saturating_sub(first) as f64 / 1e9)
+            }
             _ => None,
         };
         let mut endpoints: Vec<EndpointSummary> =
