@@ -28,12 +28,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Capture(cmd::capture::Args),
     Completions(cmd::completions::Args),
     Lab(cmd::lab::Args),
 }
 
 fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     match command {
+        Command::Capture(args) => cmd::capture::run(args),
         Command::Completions(args) => cmd::completions::run(args),
         Command::Lab(args) => cmd::lab::run(args),
     }

@@ -2,5 +2,6 @@
 //! crates and renders what they return. Adding a command is one module here plus one variant in
 //! `main.rs`'s `Command`.
 
+pub mod capture;
 pub mod completions;
 pub mod lab;
