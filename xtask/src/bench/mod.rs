@@ -10,6 +10,7 @@
 // Until every area has registered its benchmark, parts of the contract are unused.
 #![allow(dead_code, unused_imports)]
 
+mod capture;
 mod process;
 mod wire;
 
@@ -77,7 +78,7 @@ impl Row {
 type BenchFn = fn(&Ctx) -> anyhow::Result<Vec<Row>>;
 
 /// Every benchmark, by name.
-const BENCHES: &[(&str, BenchFn)] = &[("wire", wire::run)];
+const BENCHES: &[(&str, BenchFn)] = &[("capture", capture::run), ("wire", wire::run)];
 
 /// Median of the samples (mean of the middle two for an even count).
 pub fn median(samples: &mut [f64]) -> f64 {
