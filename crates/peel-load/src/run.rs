@@ -568,3 +568,40 @@ async fn ready_connection(shared: &Shared, kept: Option<Conn>) -> Result<Conn, E
     conn.sender.ready().await.map_err(|e| classify_hyper(&e))?;
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Target;
+
+    #[test]
+    fn split_shares_connections_near_equally() {
+        let cases: &[(u32, u32, &[u32])] = &[
+            (4, 2, &[2, 2]),
+            (5, 2, &[3, 2]),
+            (1, 1, &[1]),
+            (7, 3, &[3, 2, 2]),
+            (64, 4, &[16, 16, 16, 16]),
+        ];
+        for (total, parts, expected) in cases {
+            assert_eq!(split(*total, *parts).collect::<Vec<_>>(), *expected, "{total}/{parts}");
+        }
+    }
+
+    #[test]
+    fn threads_never_exceed_connections_or_clients() {
+        let targets = vec![Target::new("http://127.0.0.1:1/").unwrap()];
+        let mut config =
+            LoadConfig::new(targets, Model::Closed { concurrency: 3 }, Duration::from_secs(1));
+        config.threads = 8;
+        config.connections = 5;
+        assert_eq!(thread_count(&config), 3, "clients");
+        config.connections = 2;
+        assert_eq!(thread_count(&config), 2, "connections");
+        config.model = Model::Open { rate_per_s: 10.0 };
+        config.connections = 64;
+        assert_eq!(thread_count(&config), 8);
+        config.threads = 0;
+        assert_eq!(thread_count(&config), 1);
+    }
+}

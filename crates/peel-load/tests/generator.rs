@@ -230,3 +230,30 @@ fn run_load_refuses_to_run_inside_a_runtime() {
         runtime.block_on(async { run_load(&config, &mut |_| {}, &mut peel_load::DiscardRecords) });
     assert!(matches!(err, Err(LoadError::InsideRuntime)), "{err:?}");
 }
+
+/// Several worker threads share one arrival schedule: every request id is started exactly once,
+/// at its own slot of the schedule, and the connections are split between the threads.
+#[test]
+fn open_model_schedule_is_exact_across_threads() {
+    let server = LoopbackServer::start(ServerBehavior::default()).unwrap();
+    let targets = vec![Target::new(&server.url("/")).unwrap()];
+    let mut config = LoadConfig::new(targets, Model::Open { rate_per_s: 1000.0 }, GENEROUS);
+    config.max_requests = 60;
+    config.connections = 3;
+    config.threads = 3;
+    let (report, mut records) = run(&config);
+
+    records.sort_by_key(|r| r.request_id);
+    assert_eq!(
+        records.iter().map(|r| r.request_id).collect::<Vec<_>>(),
+        (0..60).collect::<Vec<_>>()
+    );
+    let first = records[0].scheduled_ts_ns;
+    for r in &records {
+        let offset_ns = r.scheduled_ts_ns - first;
+        assert!(offset_ns.abs_diff(r.request_id * 1_000_000) <= 1, "{r:?}");
+    }
+    assert_eq!(server.requests(), 60);
+    assert_eq!(report.connections_opened, 3, "one kept-alive connection per thread");
+    assert_eq!(server.connections_accepted(), 3);
+}
