@@ -178,13 +178,6 @@ impl LabConfig {
                     "FIRST-LAST with 1 <= FIRST <= LAST <= 65535",
                 );
             }
-            if self.upstream_keepalive {
-                return invalid(
-                    "ephemeral-ports",
-                    range.to_string(),
-                    "no --upstream-keepalive (pooled connections do not churn ports)",
-                );
-            }
         }
         let ports = [
             ("frontend-port", self.frontend_port),
@@ -282,8 +275,14 @@ mod tests {
     fn validation_names_the_knob_and_its_range() {
         let cases: Vec<(LabConfig, &str)> = vec![
             (LabConfig::default(), "ok"),
-            (LabConfig { workers: 0, ..LabConfig::default() }, "invalid lab setting workers = 0: expected 1..=256"),
-            (LabConfig { workers: 257, ..LabConfig::default() }, "invalid lab setting workers = 257: expected 1..=256"),
+            (
+                LabConfig { workers: 0, ..LabConfig::default() },
+                "invalid lab setting workers = 0: expected 1..=256",
+            ),
+            (
+                LabConfig { workers: 257, ..LabConfig::default() },
+                "invalid lab setting workers = 257: expected 1..=256",
+            ),
             (
                 LabConfig { listen_backlog: 0, ..LabConfig::default() },
                 "invalid lab setting listen-backlog = 0: expected at least 1",
@@ -303,15 +302,6 @@ mod tests {
             (
                 LabConfig { frontend_port: 18080, app_port: 18080, ..LabConfig::default() },
                 "invalid lab setting app-port = 18080: expected a port no other lab tier uses",
-            ),
-            (
-                LabConfig {
-                    ephemeral_ports: Some(PortRange { first: 40000, last: 40009 }),
-                    upstream_keepalive: true,
-                    ..LabConfig::default()
-                },
-                "invalid lab setting ephemeral-ports = 40000-40009: expected no --upstream-keepalive \
-                 (pooled connections do not churn ports)",
             ),
         ];
         for (config, expected) in cases {

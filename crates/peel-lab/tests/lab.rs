@@ -170,6 +170,29 @@ fn a_frontend_that_closes_first_runs_out_of_a_small_port_range() -> std::io::Res
 }
 
 #[test]
+fn pooled_upstream_connections_fit_in_the_same_small_port_range() -> std::io::Result<()> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let first = probe.local_addr()?.port().clamp(1024, 65000);
+    drop(probe);
+    let lab = start(LabConfig {
+        upstream_keepalive: true,
+        ephemeral_ports: Some(PortRange { first, last: first + 2 }),
+        ..sim_config(DbMode::PerRequest)
+    });
+    for _ in 0..6 {
+        assert_eq!(
+            get(lab.frontend_addr(), "/cached")?.0,
+            200,
+            "the fix: pooling needs no new ports"
+        );
+    }
+    let counters = lab.counters();
+    assert_eq!(counters.upstream_errors, 0);
+    assert!(counters.upstream_connections_opened <= 2, "{counters:?}");
+    Ok(())
+}
+
+#[test]
 fn invalid_settings_are_refused_before_anything_starts() {
     let cases = [
         (LabConfig { workers: 0, ..LabConfig::default() }, "workers"),
