@@ -89,12 +89,33 @@ pub struct AnalysisEnd {
     pub warnings: Vec<CaptureWarning>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
     low: (IpAddr, u16),
     high: (IpAddr, u16),
     vlan_key: u64,
     interface_id: u32,
+}
+
+impl std::hash::Hash for FlowKey {
+    /// Four words for IPv4 (the per-packet case) instead of the derived field-by-field walk.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        fn endpoint<H: Hasher>(end: (IpAddr, u16), state: &mut H) {
+            match end.0 {
+                IpAddr::V4(v4) => {
+                    state.write_u64((u64::from(u32::from(v4)) << 16) | u64::from(end.1))
+                }
+                IpAddr::V6(v6) => {
+                    let bits = u128::from(v6);
+                    state.write_u64(bits as u64);
+                    state.write_u64((bits >> 64) as u64 ^ (u64::from(end.1) << 48));
+                }
+            }
+        }
+        endpoint(self.low, state);
+        endpoint(self.high, state);
+        state.write_u64(self.vlan_key ^ (u64::from(self.interface_id) << 48));
+    }
 }
 
 /// FxHash (rustc's hasher): the flow key is not attacker-chosen in a way that matters for an
