@@ -672,3 +672,76 @@ impl Drop for CaptureHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supervisor(out_dir: &std::path::Path, min_free_fraction: f64) -> Supervisor {
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            reason: Mutex::new(None),
+            breakloops: Mutex::new(Vec::new()),
+            total_packets: AtomicU64::new(0),
+            max_packets: None,
+            counters: Vec::new(),
+        });
+        Supervisor { shared, deadline: None, out_dir: out_dir.to_path_buf(), min_free_fraction }
+    }
+
+    #[test]
+    fn disk_floor_stops_with_the_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        match supervisor(dir.path(), 0.999_999).disk_floor_reached() {
+            Some(StopReason::DiskFloor { path, free_fraction, min_free_fraction }) => {
+                assert_eq!(path, dir.path());
+                assert!(free_fraction < min_free_fraction);
+                assert_eq!(min_free_fraction, 0.999_999);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(supervisor(dir.path(), 0.0).disk_floor_reached(), None);
+    }
+
+    #[test]
+    fn first_stop_reason_wins() {
+        let supervisor = supervisor(std::path::Path::new("/"), 0.0);
+        supervisor.shared.request_stop(StopReason::PacketLimit(10));
+        supervisor.shared.request_stop(StopReason::Requested);
+        assert!(supervisor.shared.stopping());
+        assert_eq!(*lock(&supervisor.shared.reason), Some(StopReason::PacketLimit(10)));
+    }
+
+    #[test]
+    fn stop_reasons_read_well() {
+        let cases = [
+            (StopReason::Requested, "requested", "stopped on request"),
+            (StopReason::Duration(Duration::from_secs(30)), "duration", "duration of 30s reached"),
+            (StopReason::PacketLimit(5), "packet_limit", "packet limit of 5 reached"),
+            (
+                StopReason::DiskFloor {
+                    path: "/var/tmp/cap".into(),
+                    free_fraction: 0.049,
+                    min_free_fraction: 0.05,
+                },
+                "disk_floor",
+                "stopped early: only 4.9% free on the filesystem holding /var/tmp/cap, under the 5.0% floor",
+            ),
+            (
+                StopReason::Failed { interface: "eth0".into(), message: "The interface went down".into() },
+                "failed",
+                "capture on 'eth0' failed: The interface went down",
+            ),
+        ];
+        for (reason, kind, text) in cases {
+            assert_eq!((reason.kind(), reason.to_string().as_str()), (kind, text));
+        }
+    }
+
+    #[test]
+    fn interface_names_become_file_safe() {
+        assert_eq!(file_safe("eth0"), "eth0");
+        assert_eq!(file_safe("br-1a2b.100"), "br-1a2b.100");
+        assert_eq!(file_safe("usb/1:2"), "usb_1_2");
+    }
+}

@@ -210,3 +210,19 @@ fn unknown_interface_lists_the_real_ones() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn refuses_to_start_under_the_disk_floor() {
+    if !can_capture("refuses_to_start_under_the_disk_floor") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CaptureConfig::new(vec!["lo".into()], dir.path());
+    config.min_free_fraction = 0.999_999;
+    match Capture::start(config) {
+        Err(CaptureError::LowDiskSpace { free_fraction, min_free_fraction, .. }) => {
+            assert!(free_fraction < min_free_fraction)
+        }
+        other => panic!("{other:?}"),
+    }
+}
