@@ -140,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let summary = live.map(LiveSummary::finish).transpose()?;
     render(&report, summary.as_ref(), args.format)?;
     if report.stop_reason.is_early() {
-        return Err(Fail::runtime(format!("capture {}", report.stop_reason))
+        return Err(Fail::runtime(&report.stop_reason)
             .hint("the files written so far are complete and readable")
             .into());
     }
@@ -510,8 +510,11 @@ fn report_table(report: &CaptureReport) -> String {
             human_bytes(stats.bytes_written),
         ]);
     }
-    let mut out =
-        format!("capture {} after {:.1} s\n\n", report.stop_reason, report.elapsed.as_secs_f64());
+    let mut out = format!(
+        "capture ended after {:.1} s: {}\n\n",
+        report.elapsed.as_secs_f64(),
+        report.stop_reason
+    );
     out.push_str(&aligned(&rows, 2));
     out.push_str("\nfiles (oldest first):\n");
     let files: Vec<[String; 3]> = report
@@ -677,7 +680,7 @@ mod tests {
         };
         assert_eq!(
             report_table(&report),
-            "capture duration of 30s reached after 30.0 s\n\
+            "capture ended after 30.0 s: duration of 30s reached\n\
              \n\
              interface  link    captured  received  dropped_kernel  dropped_iface  files  deleted   bytes\n\
              lo         EN10MB     12345     12400              55              0      1        0  3.2 MB\n\
