@@ -9,21 +9,16 @@
 //! queries stay as fast as in the story.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::tier::{self, Stop, Threads};
+use crate::tier::{PerConnectionServer, Stop, Threads};
 
 /// A running relay.
 #[derive(Debug)]
 pub(crate) struct DelayRelay {
-    pub(crate) addr: SocketAddr,
-    listener: TcpListener,
-    stop: Arc<Stop>,
-    threads: Arc<Threads>,
-    acceptor: Option<JoinHandle<()>>,
+    server: PerConnectionServer,
 }
 
 /// Where the relay forwards to and how long it holds a new connection.
@@ -36,63 +31,24 @@ pub(crate) struct RelaySettings {
 
 impl DelayRelay {
     pub(crate) fn start(port: u16, settings: RelaySettings) -> io::Result<DelayRelay> {
-        let listener = tier::listen(port, 1024)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(Stop::default());
-        let threads = Arc::new(Threads::default());
-        let acceptor = {
-            let (listener, stop, threads) =
-                (listener.try_clone()?, Arc::clone(&stop), Arc::clone(&threads));
-            std::thread::Builder::new()
-                .name("lab-db-relay".into())
-                .spawn(move || accept_loop(&listener, &stop, &threads, settings))?
-        };
-        Ok(DelayRelay { addr, listener, stop, threads, acceptor: Some(acceptor) })
+        let server =
+            PerConnectionServer::start(port, "lab-db-relay", move |client, stop, threads| {
+                relay(client, stop, threads, settings);
+            })?;
+        Ok(DelayRelay { server })
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.server.addr
     }
 
     pub(crate) fn stop(&mut self) {
-        self.stop.begin();
-        tier::wake_acceptors(&self.listener);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        self.threads.join_all();
-    }
-}
-
-impl Drop for DelayRelay {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn accept_loop(
-    listener: &TcpListener,
-    stop: &Arc<Stop>,
-    threads: &Arc<Threads>,
-    settings: RelaySettings,
-) {
-    while !stop.is_stopping() {
-        let Ok((client, _)) = listener.accept() else {
-            if !stop.is_stopping() {
-                std::thread::sleep(Duration::from_millis(5)); // EMFILE and friends
-            }
-            continue;
-        };
-        let (stop, for_thread) = (Arc::clone(stop), Arc::clone(threads));
-        let spawned = std::thread::Builder::new()
-            .name("lab-db-relay-conn".into())
-            .stack_size(128 * 1024)
-            .spawn(move || relay(client, &stop, &for_thread, settings));
-        if let Ok(handle) = spawned {
-            threads.push(handle);
-        }
+        self.server.stop();
     }
 }
 
 /// Holds `client` for the setup delay, then pipes it to the upstream both ways until either ends.
 fn relay(client: TcpStream, stop: &Arc<Stop>, threads: &Threads, settings: RelaySettings) {
-    let Some(_client_tracked) = stop.track(&client) else { return };
     if !stop.sleep(settings.setup_delay) {
         return;
     }
@@ -128,7 +84,7 @@ mod tests {
 
     #[test]
     fn bytes_pass_through_both_ways_after_the_delay() -> io::Result<()> {
-        let echo = tier::listen(0, 8)?;
+        let echo = crate::tier::listen(0, 8)?;
         let upstream = echo.local_addr()?;
         let server = std::thread::spawn(move || -> io::Result<()> {
             let (mut stream, _) = echo.accept()?;
@@ -143,7 +99,7 @@ mod tests {
             io_timeout: Duration::from_secs(5),
         };
         let mut relay = DelayRelay::start(0, settings)?;
-        let mut client = TcpStream::connect(relay.addr)?;
+        let mut client = TcpStream::connect(relay.addr())?;
         client.set_read_timeout(Some(Duration::from_secs(5)))?;
         client.write_all(b"hello")?;
         let mut answer = [0u8; 5];
@@ -152,7 +108,7 @@ mod tests {
         assert!(server.join().map(|result| result.is_ok()).unwrap_or(false));
         drop(client);
         relay.stop();
-        assert!(TcpStream::connect(relay.addr).is_err(), "relay still listening after stop");
+        assert!(TcpStream::connect(relay.addr()).is_err(), "relay still listening after stop");
         Ok(())
     }
 }

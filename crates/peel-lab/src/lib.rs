@@ -97,9 +97,9 @@ impl Lab {
         let counters = Arc::new(Counters::default());
         let (db, db_fallback_reason) = start_database(&config, &counters)?;
         let (db_addr, db_kind, db_target) = match &db {
-            Database::Sim(sim) => (sim.addr, DbKind::Sim, DbTarget::Sim(sim.addr)),
+            Database::Sim(sim) => (sim.addr(), DbKind::Sim, DbTarget::Sim(sim.addr())),
             Database::Postgres(pg, relay) => {
-                let addr = relay.as_ref().map_or(pg.addr, |relay| relay.addr);
+                let addr = relay.as_ref().map_or(pg.addr, DelayRelay::addr);
                 (addr, DbKind::Postgres, DbTarget::Postgres(addr))
             }
         };

@@ -10,23 +10,18 @@
 //! query cost), `PING` -> `PONG`, `QUIT` or end of stream closes.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::counters::Counters;
-use crate::tier::{self, Stop, Threads};
+use crate::tier::{self, PerConnectionServer, Stop};
 
 /// A running simulated database.
 #[derive(Debug)]
 pub(crate) struct SimDb {
-    pub(crate) addr: SocketAddr,
-    listener: TcpListener,
-    stop: Arc<Stop>,
-    threads: Arc<Threads>,
-    acceptor: Option<JoinHandle<()>>,
+    server: PerConnectionServer,
 }
 
 /// Costs of the simulated database.
@@ -39,62 +34,20 @@ pub(crate) struct SimCosts {
 
 impl SimDb {
     pub(crate) fn start(port: u16, costs: SimCosts, counters: Arc<Counters>) -> io::Result<SimDb> {
-        let listener = tier::listen(port, 1024)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(Stop::default());
-        let threads = Arc::new(Threads::default());
-        let acceptor = {
-            let (listener, stop, threads) =
-                (listener.try_clone()?, Arc::clone(&stop), Arc::clone(&threads));
-            std::thread::Builder::new()
-                .name("lab-simdb-accept".into())
-                .spawn(move || accept_loop(&listener, &stop, &threads, costs, &counters))?
-        };
-        Ok(SimDb { addr, listener, stop, threads, acceptor: Some(acceptor) })
+        let server =
+            PerConnectionServer::start(port, "lab-simdb-backend", move |stream, stop, _| {
+                counters.sim_db_connections_accepted.fetch_add(1, Ordering::Relaxed);
+                let _ = serve_backend(stream, stop, costs, &counters);
+            })?;
+        Ok(SimDb { server })
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.server.addr
     }
 
     pub(crate) fn stop(&mut self) {
-        self.stop.begin();
-        tier::wake_acceptors(&self.listener);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        self.threads.join_all();
-    }
-}
-
-impl Drop for SimDb {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn accept_loop(
-    listener: &TcpListener,
-    stop: &Arc<Stop>,
-    threads: &Threads,
-    costs: SimCosts,
-    counters: &Arc<Counters>,
-) {
-    while !stop.is_stopping() {
-        let Ok((stream, _)) = listener.accept() else {
-            if !stop.is_stopping() {
-                std::thread::sleep(Duration::from_millis(5)); // EMFILE and friends: back off, retry
-            }
-            continue;
-        };
-        counters.sim_db_connections_accepted.fetch_add(1, Ordering::Relaxed);
-        let (stop, counters) = (Arc::clone(stop), Arc::clone(counters));
-        let spawned = std::thread::Builder::new()
-            .name("lab-simdb-backend".into())
-            .stack_size(128 * 1024)
-            .spawn(move || {
-                let Some(_tracked) = stop.track(&stream) else { return };
-                let _ = serve_backend(stream, &stop, costs, &counters);
-            });
-        if let Ok(handle) = spawned {
-            threads.push(handle);
-        }
+        self.server.stop();
     }
 }
 
@@ -214,7 +167,7 @@ mod tests {
         };
         let mut db = SimDb::start(0, costs, Arc::clone(&counters))?;
         for _ in 0..3 {
-            let mut client = SimClient::connect(db.addr, Duration::from_secs(5))?;
+            let mut client = SimClient::connect(db.addr(), Duration::from_secs(5))?;
             assert_eq!(client.query(7)?, "ROW 7 item-7");
             client.ping()?;
             client.close();
@@ -233,7 +186,7 @@ mod tests {
             io_timeout: Duration::from_secs(5),
         };
         let db = SimDb::start(0, costs, Arc::new(Counters::default()))?;
-        let stream = TcpStream::connect(db.addr)?;
+        let stream = TcpStream::connect(db.addr())?;
         let mut client = SimClient {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,

@@ -142,6 +142,75 @@ impl Threads {
     }
 }
 
+/// A listener that serves each accepted connection on its own thread (PostgreSQL's process per
+/// connection), used by the simulated database and the setup-delay relay.
+#[derive(Debug)]
+pub(crate) struct PerConnectionServer {
+    pub(crate) addr: SocketAddr,
+    listener: TcpListener,
+    stop: Arc<Stop>,
+    threads: Arc<Threads>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl PerConnectionServer {
+    /// Listens on 127.0.0.1:`port` and calls `serve` on a new thread for every connection; the
+    /// connection is tracked (cut at stop) while `serve` runs.
+    pub(crate) fn start<F>(port: u16, name: &'static str, serve: F) -> io::Result<Self>
+    where
+        F: Fn(TcpStream, &Arc<Stop>, &Threads) + Send + Sync + 'static,
+    {
+        let listener = listen(port, 1024)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(Stop::default());
+        let threads = Arc::new(Threads::default());
+        let acceptor = {
+            let (listener, stop, threads) =
+                (listener.try_clone()?, Arc::clone(&stop), Arc::clone(&threads));
+            let serve = Arc::new(serve);
+            std::thread::Builder::new().name(format!("{name}-accept")).spawn(move || {
+                while !stop.is_stopping() {
+                    let Ok((stream, _)) = listener.accept() else {
+                        if !stop.is_stopping() {
+                            std::thread::sleep(Duration::from_millis(5)); // EMFILE and friends
+                        }
+                        continue;
+                    };
+                    let (stop, for_thread, serve) =
+                        (Arc::clone(&stop), Arc::clone(&threads), Arc::clone(&serve));
+                    let spawned = std::thread::Builder::new()
+                        .name(name.into())
+                        .stack_size(128 * 1024)
+                        .spawn(move || {
+                            let Some(_tracked) = stop.track(&stream) else { return };
+                            serve(stream, &stop, &for_thread);
+                        });
+                    if let Ok(handle) = spawned {
+                        threads.push(handle);
+                    }
+                }
+            })?
+        };
+        Ok(PerConnectionServer { addr, listener, stop, threads, acceptor: Some(acceptor) })
+    }
+
+    /// Stops accepting, cuts every connection and joins every thread; safe to call twice.
+    pub(crate) fn stop(&mut self) {
+        self.stop.begin();
+        wake_acceptors(&self.listener);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        self.threads.join_all();
+    }
+}
+
+impl Drop for PerConnectionServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A counting semaphore that gives up when the tier stops.
 #[derive(Debug)]
 pub(crate) struct Slots {
