@@ -4,8 +4,9 @@
 //! filter compiled and checked before anything is captured), writes nanosecond pcap files with ring
 //! rotation, stops on a duration, a packet count, a low-disk floor or a request, and reports
 //! libpcap's drop counters. Capture lives in its own crate so that peel-wire, which reads and
-//! analyzes captures, stays pure Rust and fuzzable; this crate never decodes packets (a live
-//! analysis takes the copies [`CaptureHandle::take_packets`] hands out and feeds peel-wire).
+//! analyzes captures, stays pure Rust and fuzzable; this crate never decodes packets itself: the live
+//! analysis ([`LiveAnalysis`]) feeds the copies [`CaptureHandle::take_packets`] hands out to
+//! peel-wire's streaming analyzer.
 //!
 //! The library never prints and never exits: it returns [`CaptureError`] and [`CaptureReport`].
 
@@ -13,6 +14,7 @@ mod config;
 mod disk;
 mod duration;
 mod live;
+mod live_analysis;
 mod pcap_file;
 mod precision;
 mod privilege;
@@ -28,6 +30,7 @@ pub use live::{
     check_filter, linktype_name, Capture, CaptureHandle, CaptureReport, InterfaceReport,
     InterfaceStats, StopReason, TappedPacket,
 };
+pub use live_analysis::{LiveAnalysis, LiveWindow, LIVE_WINDOW_NS};
 pub use pcap_file::{TimestampPrecision, WrittenFile};
 pub use privilege::{
     check_capture_privilege, effective_capabilities, missing_capabilities, Capability,
@@ -86,6 +89,12 @@ pub enum CaptureError {
     /// A capture file could not be created.
     #[error("cannot create capture file {}: {source}", .path.display())]
     CreateFile { path: PathBuf, source: std::io::Error },
+
+    /// The live analysis thread ended without a result (it panicked).
+    #[error(
+        "the live analysis stopped unexpectedly; `peel analyze` on the files gives the summary"
+    )]
+    AnalysisThread,
 
     /// A capture thread could not be started.
     #[error("cannot start a capture thread: {source}")]

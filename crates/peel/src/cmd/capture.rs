@@ -2,24 +2,20 @@
 //! a packet count, Ctrl-C or SIGTERM, with libpcap's drop counters in the final report. The capture
 //! itself is peel-capture's; this module maps flags to its config, waits, and renders.
 
-use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use peel_capture::{
     linktype_name, parse_duration, Capture, CaptureConfig, CaptureError, CaptureHandle,
-    CaptureReport, RingSpec, TappedPacket, TimestampPrecision, DEFAULT_BUFFER_BYTES,
+    CaptureReport, LiveAnalysis, LiveWindow, RingSpec, TimestampPrecision, DEFAULT_BUFFER_BYTES,
     DEFAULT_SNAPLEN_BYTES, FULL_SNAPLEN_BYTES,
 };
-use peel_wire::records::FinishedConnection;
-use peel_wire::summary::{Summary, SummaryBuilder};
-use peel_wire::{AnalysisEnd, Analyzer, CaptureStats, Config as WireConfig, Packet, SourceId};
+use peel_wire::summary::Summary;
 use serde_json::json;
 
 use crate::exit::{Fail, Outcome};
@@ -130,14 +126,19 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             .context("installing the signal handler")?;
     }
     let mut handle = Capture::start(config.clone()).map_err(start_error)?;
-    let live = handle.take_packets().map(|packets| LiveSummary::spawn(packets, &config.interfaces));
+    let live = match handle.take_packets() {
+        Some(packets) => {
+            Some(LiveAnalysis::spawn(packets, &config.interfaces).map_err(start_error)?)
+        }
+        None => None,
+    };
     let mut progress = Progress::new(&config);
     progress.started();
     wait(&handle, live.as_ref(), &stop_requested, &mut progress);
     let report = handle.stop();
     progress.finished();
     // The tap's senders are gone once the capture stopped, so the analyzer drains and finishes.
-    let summary = live.map(LiveSummary::finish).transpose()?;
+    let summary = live.map(LiveAnalysis::finish).transpose()?;
     render(&report, summary.as_ref(), args.format)?;
     if report.stop_reason.is_early() {
         return Err(Fail::runtime(&report.stop_reason)
@@ -188,7 +189,7 @@ fn start_error(err: CaptureError) -> anyhow::Error {
 /// Returns when a signal arrived or the capture ended by itself.
 fn wait(
     handle: &CaptureHandle,
-    live: Option<&LiveSummary>,
+    live: Option<&LiveAnalysis>,
     stop_requested: &AtomicBool,
     progress: &mut Progress,
 ) {
@@ -229,7 +230,7 @@ impl Progress {
         let _ = writeln!(std::io::stderr(), "{}", self.header);
     }
 
-    fn tick(&mut self, handle: &CaptureHandle, live: Option<&LiveSummary>) {
+    fn tick(&mut self, handle: &CaptureHandle, live: Option<&LiveAnalysis>) {
         if !self.on_terminal {
             return;
         }
@@ -243,8 +244,8 @@ impl Progress {
             handle.elapsed().as_secs_f64(),
             human_bytes(bytes)
         )];
-        if let Some(live) = live {
-            lines.extend(live.view());
+        if let Some(window) = live.and_then(LiveAnalysis::window) {
+            lines.extend(window_lines(&window));
         }
         let mut text = String::new();
         if self.drawn_lines > 0 {
@@ -262,120 +263,14 @@ impl Progress {
     fn finished(&self) {}
 }
 
-/// `--summary`: the capture's packet copies go through peel-wire's streaming [`Analyzer`], the
-/// engine `peel analyze` runs over files, so the final summary is the one `peel analyze DIR` gives
-/// for the same packets. The live view aggregates the connections that finished in the last
-/// [`LIVE_WINDOW_NS`] of capture time.
-struct LiveSummary {
-    view: Arc<Mutex<Vec<String>>>,
-    thread: std::thread::JoinHandle<Summary>,
-}
-
-/// Capture time covered by the live view.
-const LIVE_WINDOW_NS: i64 = 5_000_000_000;
-
-impl LiveSummary {
-    fn spawn(packets: Receiver<TappedPacket>, interfaces: &[String]) -> Self {
-        let view = Arc::new(Mutex::new(Vec::new()));
-        let shared_view = Arc::clone(&view);
-        let interfaces = interfaces.to_vec();
-        let thread = std::thread::spawn(move || analyze_live(&packets, &interfaces, &shared_view));
-        LiveSummary { view, thread }
-    }
-
-    fn view(&self) -> Vec<String> {
-        self.view.lock().map(|lines| lines.clone()).unwrap_or_default()
-    }
-
-    fn finish(self) -> anyhow::Result<Summary> {
-        self.thread.join().map_err(|_| anyhow::anyhow!("the live analysis thread panicked"))
-    }
-}
-
-fn analyze_live(
-    packets: &Receiver<TappedPacket>,
-    interfaces: &[String],
-    view: &Mutex<Vec<String>>,
-) -> Summary {
-    let mut analyzer = Analyzer::new(WireConfig::default());
-    let sources: Vec<SourceId> = interfaces.iter().map(|name| analyzer.add_source(name)).collect();
-    let mut indexes = vec![0u64; sources.len()];
-    let mut whole = SummaryBuilder::new();
-    let mut window: VecDeque<FinishedConnection> = VecDeque::new();
-    let mut first_ts_ns: Option<i64> = None;
-    let mut latest_ts_ns: Option<i64> = None;
-    let mut last_view = Instant::now();
-    loop {
-        match packets.recv_timeout(Duration::from_millis(200)) {
-            Ok(tapped) => {
-                let slot = tapped.interface_index as usize;
-                let (Some(&source), Some(index)) = (sources.get(slot), indexes.get_mut(slot))
-                else {
-                    continue;
-                };
-                let packet = Packet {
-                    ts_ns: tapped.ts_ns,
-                    linktype: tapped.linktype,
-                    // Files of a pcap ring carry no interface, so `peel analyze DIR` sees 0 for all.
-                    interface_id: 0,
-                    data: &tapped.data,
-                    orig_len: tapped.orig_len,
-                    source,
-                    index: *index,
-                };
-                *index += 1;
-                first_ts_ns = Some(first_ts_ns.map_or(tapped.ts_ns, |t| t.min(tapped.ts_ns)));
-                latest_ts_ns = Some(latest_ts_ns.map_or(tapped.ts_ns, |t| t.max(tapped.ts_ns)));
-                analyzer.push(&packet, &mut |finished: FinishedConnection| {
-                    whole.add(&finished);
-                    window.push_back(finished);
-                });
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if last_view.elapsed() >= Duration::from_secs(1) {
-            last_view = Instant::now();
-            if let (Some(first), Some(latest)) = (first_ts_ns, latest_ts_ns) {
-                let lines = window_view(&mut window, first, latest, analyzer.open_connections());
-                if let Ok(mut shared) = view.lock() {
-                    *shared = lines;
-                }
-            }
-        }
-    }
-    let end = analyzer.finish(&mut |finished: FinishedConnection| whole.add(&finished));
-    whole.finish(&end)
-}
-
-/// Per-endpoint lines over the connections that finished in the last window of capture time (or
-/// since the first packet, early in a capture, so rates are not diluted).
-fn window_view(
-    window: &mut VecDeque<FinishedConnection>,
-    first_ts_ns: i64,
-    latest_ts_ns: i64,
-    open: usize,
-) -> Vec<String> {
-    let start = (latest_ts_ns - LIVE_WINDOW_NS).max(first_ts_ns);
-    window.retain(|f| f.connection.last_ts_ns >= start);
-    let mut builder = SummaryBuilder::new();
-    for finished in window.iter() {
-        builder.add(finished);
-    }
-    let end = AnalysisEnd {
-        stats: CaptureStats {
-            first_ts_ns: Some(start),
-            last_ts_ns: Some(latest_ts_ns),
-            ..CaptureStats::default()
-        },
-        warnings: Vec::new(),
-    };
-    let summary = builder.finish(&end);
+/// The live view: per endpoint, the connections that finished in the last seconds.
+fn window_lines(window: &LiveWindow) -> Vec<String> {
     let mut lines = vec![format!(
-        "connections finished in the last {} s ({open} open):",
-        LIVE_WINDOW_NS / 1_000_000_000
+        "connections finished in the last {:.0} s ({} open):",
+        window.window_ns as f64 / 1e9,
+        window.open_connections
     )];
-    lines.extend(endpoint_lines(&summary));
+    lines.extend(endpoint_lines(&window.summary));
     lines
 }
 
