@@ -81,9 +81,17 @@ impl PgServer {
         let pg_ctl = which("pg_ctl").ok_or(LabError::PostgresMissing { tool: "pg_ctl" })?;
         let owner =
             if rustix::process::geteuid().is_root() { Some(unprivileged_owner()?) } else { None };
-        let dir = tempfile::Builder::new().prefix("peel-lab-pg-").tempdir().map_err(|source| {
+        reap_stale_clusters(&std::env::temp_dir());
+        let dir = tempfile::Builder::new().prefix(DIR_PREFIX).tempdir().map_err(|source| {
             LabError::Io { what: "creating the PostgreSQL temporary directory".into(), source }
         })?;
+        // Who owns this cluster: a later lab removes it if this process dies without cleaning up.
+        fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string()).map_err(
+            |source| LabError::Io {
+                what: format!("writing {}", dir.path().join(OWNER_FILE).display()),
+                source,
+            },
+        )?;
         if let Some(owner) = owner {
             std::os::unix::fs::chown(dir.path(), Some(owner.uid), Some(owner.gid)).map_err(
                 |source| LabError::Io {
@@ -228,18 +236,59 @@ impl PgServer {
 
     /// Last resort when `pg_ctl stop` failed: immediate shutdown via SIGQUIT to the postmaster.
     fn kill_postmaster(&self) {
-        let Ok(pid_file) = fs::read_to_string(self.data_dir().join("postmaster.pid")) else {
+        quit_postmaster(&self.data_dir());
+    }
+}
+
+/// Temporary directories of lab clusters start with this.
+const DIR_PREFIX: &str = "peel-lab-pg-";
+/// File in a lab cluster's directory holding the pid of the process that started it.
+const OWNER_FILE: &str = "peel-lab.pid";
+
+fn read_pid(path: &Path) -> Option<i32> {
+    fs::read_to_string(path).ok()?.lines().next()?.trim().parse().ok()
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Immediate shutdown (SIGQUIT) of the postmaster of `data`, waiting up to 5 s for it to exit.
+fn quit_postmaster(data: &Path) {
+    let Some(raw) = read_pid(&data.join("postmaster.pid")) else { return };
+    let Some(pid) = rustix::process::Pid::from_raw(raw) else { return };
+    if rustix::process::kill_process(pid, rustix::process::Signal::QUIT).is_err() {
+        return;
+    }
+    for _ in 0..50 {
+        if !alive(raw) {
             return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes lab clusters whose starting process died without cleaning up (SIGKILL, power loss),
+/// stopping their PostgreSQL first. Clusters of live processes, and directories without an owner
+/// file (still being created), are left alone. Returns how many were removed.
+pub(crate) fn reap_stale_clusters(temp_dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(temp_dir) else { return 0 };
+    let mut reaped = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_lab = entry.file_name().to_str().is_some_and(|name| name.starts_with(DIR_PREFIX));
+        let Some(owner) = is_lab.then(|| read_pid(&path.join(OWNER_FILE))).flatten() else {
+            continue;
         };
-        let Some(pid) = pid_file.lines().next().and_then(|line| line.trim().parse::<i32>().ok())
-        else {
-            return;
-        };
-        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::QUIT);
-            std::thread::sleep(Duration::from_millis(500));
+        if alive(owner) {
+            continue;
+        }
+        quit_postmaster(&path.join("data"));
+        if fs::remove_dir_all(&path).is_ok() {
+            reaped += 1;
         }
     }
+    reaped
 }
 
 impl Drop for PgServer {
@@ -290,6 +339,28 @@ mod tests {
     fn conf_values_are_quoted() {
         assert_eq!(conf_quote("/tmp/peel-lab-pg-x"), "'/tmp/peel-lab-pg-x'");
         assert_eq!(conf_quote("/tmp/it's"), "'/tmp/it''s'");
+    }
+
+    #[test]
+    fn only_clusters_of_dead_owners_are_reaped() -> std::io::Result<()> {
+        let temp = tempfile::tempdir()?;
+        let make = |name: &str, owner: Option<String>| -> std::io::Result<PathBuf> {
+            let dir = temp.path().join(name);
+            fs::create_dir_all(dir.join("data"))?;
+            if let Some(owner) = owner {
+                fs::write(dir.join(OWNER_FILE), owner)?;
+            }
+            Ok(dir)
+        };
+        // A pid above the kernel's pid_max (4194304) never names a live process.
+        let dead = make("peel-lab-pg-dead", Some("4194305".into()))?;
+        let live = make("peel-lab-pg-live", Some(std::process::id().to_string()))?;
+        let creating = make("peel-lab-pg-creating", None)?;
+        let other = make("someone-else", Some("4194305".into()))?;
+        assert_eq!(reap_stale_clusters(temp.path()), 1);
+        assert!(!dead.exists());
+        assert!(live.exists() && creating.exists() && other.exists());
+        Ok(())
     }
 
     #[test]
