@@ -102,14 +102,14 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
-    /// True when the user can fix it by changing what they asked for (peel maps these to exit 2).
+    /// True when what was asked for is malformed (peel maps these to exit 2); a missing interface,
+    /// like a missing privilege, is the environment's (exit 3, docs/exit-codes.md).
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
             CaptureError::InvalidConfig { .. }
                 | CaptureError::InvalidRing { .. }
                 | CaptureError::BadFilter { .. }
-                | CaptureError::UnknownInterface { .. }
         )
     }
 }

@@ -211,6 +211,17 @@ fn bad_filter_exits_2_with_libpcaps_message() {
 }
 
 #[test]
+fn missing_interface_exits_3_and_lists_the_real_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let output =
+        peel().args(["capture", "-i", "nosuch0", "--out"]).arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: no interface named 'nosuch0' (available: "), "{stderr}");
+    assert!(stderr.contains("lo"), "{stderr}");
+}
+
+#[test]
 fn bad_duration_and_ring_are_usage_errors() {
     for args in [["--duration", "30"], ["--ring", "100"]] {
         let output = peel()

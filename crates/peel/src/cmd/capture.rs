@@ -170,7 +170,7 @@ fn config_from(args: &Args) -> anyhow::Result<CaptureConfig> {
     Ok(config)
 }
 
-/// Usage errors (filter, interface, values) exit 2; privilege and system errors exit 3.
+/// Usage errors (filter, values) exit 2; missing interface, privilege and system errors exit 3.
 fn start_error(err: CaptureError) -> anyhow::Error {
     let hint = match &err {
         CaptureError::BadFilter { .. } => Some("the filter uses tcpdump syntax: man pcap-filter"),
