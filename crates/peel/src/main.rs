@@ -28,6 +28,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Analyze(cmd::analyze::Args),
     Capture(cmd::capture::Args),
     Completions(cmd::completions::Args),
     Lab(cmd::lab::Args),
@@ -35,6 +36,7 @@ enum Command {
 
 fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     match command {
+        Command::Analyze(args) => cmd::analyze::run(args),
         Command::Capture(args) => cmd::capture::run(args),
         Command::Completions(args) => cmd::completions::run(args),
         Command::Lab(args) => cmd::lab::run(args),

@@ -2,6 +2,7 @@
 //! crates and renders what they return. Adding a command is one module here plus one variant in
 //! `main.rs`'s `Command`.
 
+pub mod analyze;
 pub mod capture;
 pub mod completions;
 pub mod lab;
