@@ -22,20 +22,15 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     setup::run(setup::Mode::Install)?;
     run::cmd("cargo", ["build", "-p", "peel"])?;
 
+    let peel = crate::built_peel()?;
+
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let out_dir = root.join("runs").join(format!("demo-{stamp}"));
-    let mut command = Command::new("cargo");
-    command.current_dir(&root).args([
-        "run",
-        "-q",
-        "-p",
-        "peel",
-        "--",
-        "run",
-        DEMO_PLAYBOOK,
-        "--yes",
-    ]);
+    let mut command = Command::new(&peel);
+    command.current_dir(&root).args(["run", DEMO_PLAYBOOK, "--yes"]);
     command.arg("--out").arg(&out_dir);
+    // The playbook starts the lab with `${peel} lab ...`: use the binary just built, not one on PATH.
+    command.arg("--set").arg(format!("peel={}", peel.display()));
     if !can_capture() {
         eprintln!(
             "demo: no capture privilege (not root, no CAP_NET_RAW): running without capture steps; \

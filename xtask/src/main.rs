@@ -55,6 +55,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Where cargo puts build output: `CARGO_TARGET_DIR`, else `target/` in the workspace.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The `peel` binary of the dev profile, which xtask builds before using it.
+fn built_peel() -> anyhow::Result<PathBuf> {
+    let peel = target_dir().join("debug").join("peel");
+    if !peel.is_file() {
+        anyhow::bail!("built peel but cannot find it at {}", peel.display());
+    }
+    Ok(peel)
+}
+
 /// The workspace root (xtask lives one level below it).
 fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
