@@ -289,14 +289,7 @@ impl CaptureReader {
             Some(_) => 16,
             None => self.read_bytes(&mut header)?,
         };
-        if got == 0 {
-            return Ok(None);
-        }
-        if got < 16 {
-            self.truncated(
-                record_offset,
-                format!("file ends inside a record header ({got} of 16 bytes)"),
-            );
+        if !self.header_complete(got, 16, record_offset, "a record header") {
             return Ok(None);
         }
         let u32_at = |i: usize| {
@@ -404,14 +397,7 @@ impl CaptureReader {
             let block_offset = self.offset;
             let mut head = [0u8; 8];
             let got = self.read_bytes(&mut head)?;
-            if got == 0 {
-                return Ok(None);
-            }
-            if got < 8 {
-                self.truncated(
-                    block_offset,
-                    format!("file ends inside a block header ({got} of 8 bytes)"),
-                );
+            if !self.header_complete(got, 8, block_offset, "a block header") {
                 return Ok(None);
             }
             let raw_type = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
@@ -707,6 +693,15 @@ impl CaptureReader {
         let got = read_full(&mut self.input, out).map_err(|source| self.read_error(source))?;
         self.offset += got as u64;
         Ok(got)
+    }
+
+    /// Whether `got` of the `need` header bytes make a header; at a clean end of file (0 bytes) it
+    /// is simply not, and a partial header is counted as a truncated file.
+    fn header_complete(&mut self, got: usize, need: usize, offset: u64, what: &str) -> bool {
+        if got > 0 && got < need {
+            self.truncated(offset, format!("file ends inside {what} ({got} of {need} bytes)"));
+        }
+        got >= need
     }
 
     fn truncated(&mut self, offset: u64, detail: String) {
