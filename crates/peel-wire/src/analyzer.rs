@@ -32,7 +32,8 @@ pub struct Config {
     /// How long after its close a connection's late retransmitted FINs/RSTs/ACKs are recognized as
     /// such (default 2 s; TCP retransmission timeouts start at 200 ms).
     pub close_linger_ns: i64,
-    /// Most connections held at once; beyond it the longest-idle ones are emitted early (counted).
+    /// Most connections held at once (default 250,000, a few hundred MB at worst); beyond it the
+    /// longest-silent eighth is emitted early as `expired` and counted (`flow_table_full`).
     pub max_flows: usize,
 }
 
@@ -42,7 +43,7 @@ impl Default for Config {
             server_ports: Vec::new(),
             idle_timeout_ns: 7200 * NANOS_PER_SEC,
             close_linger_ns: 2 * NANOS_PER_SEC,
-            max_flows: 1_000_000,
+            max_flows: 250_000,
         }
     }
 }

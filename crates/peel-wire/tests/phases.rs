@@ -484,3 +484,22 @@ fn a_connection_with_more_exchanges_than_kept_counts_them_all_and_warns() {
         end.warnings.iter().find(|w| w.reason == WarningReason::ExchangesNotKept).unwrap();
     assert_eq!(warning.count, 3);
 }
+
+#[test]
+fn a_full_flow_table_emits_the_longest_silent_and_says_so() {
+    let config = Config { max_flows: 8, ..Config::default() };
+    let (conns, end) = analyze_with(
+        |w| {
+            for i in 0..20u16 {
+                let mut f = TcpFlow::new(([10, 0, 1, 1], 30_000 + i), SERVER, 1, 0);
+                f.syn(w, T0 + i64::from(i) * MS).unwrap();
+            }
+        },
+        config,
+    );
+    assert_eq!(conns.len(), 20, "every SYN is still reported, once");
+    let full = end.warnings.iter().find(|w| w.reason == WarningReason::FlowTableFull).unwrap();
+    assert!(full.count >= 12, "{full:?}");
+    let expired = conns.iter().filter(|c| c.connection.expired).count() as u64;
+    assert_eq!(expired, full.count);
+}
