@@ -283,7 +283,7 @@ fn redact_pcapng(
         }
         let block_type = endian.u32(block_type_raw);
         let total = endian.u32(&data[offset + 4..offset + 8]) as usize;
-        if total < 12 || total % 4 != 0 {
+        if total < 12 || !total.is_multiple_of(4) {
             return Err(redact_err(
                 path,
                 offset,

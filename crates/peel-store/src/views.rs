@@ -31,10 +31,13 @@ WITH connection_phases AS (
         (handshake_us, request_wait_us, db_setup_us, idle_us, close_us, lifetime_us))
 ),
 exchange_phases AS (
-    SELECT e.run_id, e.host, e.stage, peel_endpoint(c.server_ip, c.server_port) AS endpoint,
-           regexp_replace(phase, '_us$', '') AS phase, value_us
-    FROM exchanges e
-    JOIN connections c USING (run_id, host, stage, conn_id)
+    SELECT run_id, host, stage, endpoint, regexp_replace(phase, '_us$', '') AS phase, value_us
+    FROM (
+        SELECT e.run_id, e.host, e.stage, peel_endpoint(c.server_ip, c.server_port) AS endpoint,
+               e.server_us, e.response_us
+        FROM exchanges e
+        JOIN connections c USING (run_id, host, stage, conn_id)
+    )
     UNPIVOT (value_us FOR phase IN (server_us, response_us))
 ),
 phases AS (
