@@ -79,6 +79,7 @@ fn analyze(
     let mut whole = SummaryBuilder::new();
     let mut recent: VecDeque<FinishedConnection> = VecDeque::new();
     let mut span: Option<(i64, i64)> = None;
+    let mut last_packet_at = Instant::now();
     let mut last_window = Instant::now();
     loop {
         match packets.recv_timeout(Duration::from_millis(200)) {
@@ -102,6 +103,7 @@ fn analyze(
                 span = Some(span.map_or((tapped.ts_ns, tapped.ts_ns), |(first, last)| {
                     (first.min(tapped.ts_ns), last.max(tapped.ts_ns))
                 }));
+                last_packet_at = Instant::now();
                 analyzer.push(&packet, &mut |finished: FinishedConnection| {
                     whole.add(&finished);
                     recent.push_back(finished);
@@ -113,7 +115,16 @@ fn analyze(
         if last_window.elapsed() >= WINDOW_EVERY {
             last_window = Instant::now();
             if let Some((first, last)) = span {
-                let window = window_of(&mut recent, first, last, analyzer.open_connections());
+                // On a quiet link no packet moves the analysis clock: move it by the wall time since
+                // the last packet, so connections that finished lingering show up now.
+                let quiet_ns =
+                    i64::try_from(last_packet_at.elapsed().as_nanos()).unwrap_or(i64::MAX);
+                let now_ns = last.saturating_add(quiet_ns);
+                analyzer.advance_to(now_ns, &mut |finished: FinishedConnection| {
+                    whole.add(&finished);
+                    recent.push_back(finished);
+                });
+                let window = window_of(&mut recent, first, now_ns, analyzer.open_connections());
                 if let Ok(mut shared) = latest.lock() {
                     *shared = Some(window);
                 }
