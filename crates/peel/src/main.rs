@@ -32,6 +32,11 @@ enum Command {
     Capture(cmd::capture::Args),
     Completions(cmd::completions::Args),
     Lab(cmd::lab::Args),
+    Validate(cmd::validate::Args),
+    Plan(cmd::plan::Args),
+    Run(cmd::run::Args),
+    Recover(cmd::recover::Args),
+    Compare(cmd::compare::Args),
 }
 
 fn dispatch(command: Command) -> anyhow::Result<Outcome> {
@@ -40,6 +45,11 @@ fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Capture(args) => cmd::capture::run(args),
         Command::Completions(args) => cmd::completions::run(args),
         Command::Lab(args) => cmd::lab::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Recover(args) => cmd::recover::run(args),
+        Command::Compare(args) => cmd::compare::run(args),
     }
 }
 

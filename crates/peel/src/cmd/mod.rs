@@ -4,5 +4,10 @@
 
 pub mod analyze;
 pub mod capture;
+pub mod compare;
 pub mod completions;
 pub mod lab;
+pub mod plan;
+pub mod recover;
+pub mod run;
+pub mod validate;

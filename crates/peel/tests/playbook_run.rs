@@ -1,0 +1,317 @@
+//! `peel run`, `peel recover` end to end on loopback: exec + wait + query + compare, a background
+//! process stopped at its stage's end, cleanup after SIGINT, and `peel recover` after SIGKILL.
+//! Every process these tests start is bounded (sleep N) and every address is 127.0.0.1.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn peel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_peel"))
+}
+
+fn write_playbook(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("playbook.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(playbook: &Path, out: &Path, extra: &[&str]) -> Output {
+    peel().arg("run").arg(playbook).arg("--out").arg(out).args(extra).output().unwrap()
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+}
+
+fn statuses(summary: &serde_json::Value) -> Vec<String> {
+    summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}={}",
+                s["stage"].as_str().unwrap(),
+                s["name"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn pid_alive(pid: &str) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.ends_with('\n') {
+                return text.trim().to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+fn wait_exit(child: &mut Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("peel did not exit");
+}
+
+const CHECKS: &str = r#"
+[playbook]
+name = "loopback-checks"
+
+[vars]
+port = 0
+improvement = "50%"
+
+[[reproduce.steps]]
+kind = "wait"
+port = "127.0.0.1:${port}"
+timeout = "10s"
+
+[[reproduce.steps]]
+kind = "exec"
+name = "hello"
+argv = ["sh", "-c", "echo hello from $PEEL_STAGE"]
+
+[[reproduce.steps]]
+kind = "query"
+name = "arith"
+sql = "SELECT 6 * 7 AS answer, 1200.0 AS p99_server_us"
+expect = ["answer == 42", "p99(server_us) < 2ms"]
+
+[[verify-fix.steps]]
+kind = "compare"
+name = "latency"
+metric = "p99_us"
+sql = "SELECT CASE WHEN '${stage}' = 'reproduce' THEN 1000.0 ELSE 400.0 END AS p99_us"
+baseline = "reproduce"
+improves_by = "${improvement}"
+"#;
+
+#[test]
+fn exec_wait_query_compare_pass_and_fail() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = write_playbook(dir.path(), CHECKS);
+
+    let out = dir.path().join("pass");
+    let output = run(&playbook, &out, &["--set", &format!("port={port}")]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(
+        statuses(&s),
+        [
+            "reproduce/wait-1=passed",
+            "reproduce/hello=passed",
+            "reproduce/arith=passed",
+            "verify-fix/latency=passed"
+        ]
+    );
+    assert_eq!(s["status"], "passed");
+    let hello = std::fs::read_to_string(out.join("steps/001-reproduce-hello.stdout")).unwrap();
+    assert_eq!(hello, "hello from reproduce\n");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| PASS | verify-fix | latency | p99_us improves by 50% (lower is better) | p99_us reproduce = 1000, verify-fix = 400 (-60.0%) |"), "{report}");
+    assert!(stdout.contains("verdict: passed"), "{stdout}");
+
+    // The same run asking for 70%: the check fails, exit 1.
+    let out = dir.path().join("fail");
+    let output =
+        run(&playbook, &out, &["--set", &format!("port={port}"), "--set", "improvement=70%"]);
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(summary(&out)["status"], "failed");
+    drop(listener);
+}
+
+#[test]
+fn invalid_playbook_exits_2_with_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = write_playbook(
+        dir.path(),
+        "[playbook]\nname = \"x\"\n\n[[reproduce.steps]]\nkind = \"wiat\"\n",
+    );
+    let output = run(&playbook, &dir.path().join("out"), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("playbook.toml:5:8: unknown step kind 'wiat'"), "{stderr}");
+    assert!(stderr.contains("did you mean 'wait'?"), "{stderr}");
+    assert!(!dir.path().join("out").exists(), "an invalid playbook must not create a run folder");
+}
+
+const BACKGROUND: &str = r#"
+[playbook]
+name = "background"
+
+[[reproduce.steps]]
+kind = "exec"
+name = "server"
+shell = true
+command = "echo $$ > \"$PEEL_RUN_DIR/bg.pid\"; exec sleep 120"
+background = true
+
+[[reproduce.steps]]
+kind = "exec"
+name = "undoable"
+argv = ["true"]
+undo = ["sh", "-c", "echo undone > \"$PEEL_RUN_DIR/undo.marker\""]
+
+[[reproduce.steps]]
+kind = "wait"
+for = "${hold}"
+
+[[verify-fix.steps]]
+kind = "exec"
+name = "server-is-gone"
+shell = true
+command = "pid=$(cat \"$PEEL_RUN_DIR/bg.pid\"); ! kill -0 \"$pid\" 2>/dev/null"
+
+[vars]
+hold = "100ms"
+"#;
+
+#[test]
+fn background_process_is_stopped_when_its_stage_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = write_playbook(dir.path(), BACKGROUND);
+    let out = dir.path().join("run");
+    let output = run(&playbook, &out, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        statuses(&summary(&out)),
+        [
+            "reproduce/server=passed",
+            "reproduce/undoable=passed",
+            "reproduce/wait-3=passed",
+            "verify-fix/server-is-gone=passed"
+        ]
+    );
+    assert_eq!(std::fs::read_to_string(out.join("undo.marker")).unwrap(), "undone\n");
+}
+
+fn start_and_signal(signal: &str) -> (tempfile::TempDir, PathBuf, String, Option<i32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = write_playbook(dir.path(), BACKGROUND);
+    let out = dir.path().join("run");
+    let mut child = peel()
+        .arg("run")
+        .arg(&playbook)
+        .arg("--out")
+        .arg(&out)
+        .args(["--set", "hold=60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bg_pid = wait_for_file(&out.join("bg.pid"));
+    // Let the undo step register and the wait step start.
+    let journal = out.join("journal.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&journal).unwrap_or_default().contains("\"name\":\"wait-3\"") {
+        assert!(Instant::now() < deadline, "the wait step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pid_alive(&bg_pid));
+    let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let code = wait_exit(&mut child);
+    (dir, out, bg_pid, code)
+}
+
+#[test]
+fn sigint_stops_the_run_and_cleans_up() {
+    let (_dir, out, bg_pid, code) = start_and_signal("-INT");
+    assert_eq!(code, Some(3));
+    assert!(!pid_alive(&bg_pid), "background process {bg_pid} survived SIGINT");
+    assert_eq!(std::fs::read_to_string(out.join("undo.marker")).unwrap(), "undone\n");
+    let s = summary(&out);
+    assert_eq!(s["status"], "interrupted");
+    assert_eq!(
+        statuses(&s),
+        [
+            "reproduce/server=passed",
+            "reproduce/undoable=passed",
+            "reproduce/wait-3=interrupted",
+            "verify-fix/server-is-gone=skipped"
+        ]
+    );
+    // Nothing is left for recover.
+    let output = peel().arg("recover").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("nothing to clean up"));
+}
+
+#[test]
+fn recover_finishes_cleanup_after_sigkill() {
+    let (_dir, out, bg_pid, code) = start_and_signal("-KILL");
+    assert_eq!(code, None, "SIGKILL leaves no exit code");
+    assert!(pid_alive(&bg_pid), "without cleanup the background process lives on");
+    assert!(!out.join("undo.marker").exists());
+
+    let output = peel().arg("recover").arg(&out).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(&bg_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!pid_alive(&bg_pid), "recover did not stop {bg_pid}");
+    assert_eq!(std::fs::read_to_string(out.join("undo.marker")).unwrap(), "undone\n");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("ok   undo undoable: sh -c"),
+        "undo runs first (registered last): {stdout}"
+    );
+    assert!(lines[1].starts_with("ok   stop server (process group"), "{stdout}");
+    assert!(
+        lines[2].starts_with("ok   seal the run database: kept what was committed"),
+        "{stdout}"
+    );
+    // The steps that finished before the kill are in the database.
+    let sql = peel()
+        .args(["sql"])
+        .arg(out.join("run.duckdb"))
+        .arg("SELECT name, status FROM steps ORDER BY step_id")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&sql.stdout);
+    assert!(
+        table.contains("undoable") && table.contains("passed"),
+        "{table}{}",
+        String::from_utf8_lossy(&sql.stderr)
+    );
+
+    // A second recover finds nothing left.
+    let output = peel().arg("recover").arg(&out).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("nothing to clean up"));
+}
