@@ -6,6 +6,8 @@ pub mod analyze;
 pub mod capture;
 pub mod compare;
 pub mod completions;
+pub mod snap;
+pub mod sysctl;
 pub mod lab;
 pub mod plan;
 pub mod recover;
