@@ -1,9 +1,10 @@
 //! `peel analyze` end to end: synthetic captures with known phases through the binary, in every
-//! output format, plus the exit code and message for a file that is not a capture.
+//! output format, plus the exit code and message for a file that is not a capture, and `--db`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use peel_store::Cell;
 use peel_wire::records::Side;
 use peel_wire::synth::{PcapWriter, TcpFlow};
 
@@ -123,6 +124,33 @@ fn truncated_capture_is_analyzed_with_a_warning() {
     let text = String::from_utf8(out.stdout).unwrap();
     let warning = text.lines().find(|l| l.contains("truncated_file")).unwrap();
     assert!(warning.contains("app.pcap"), "{warning}");
+}
+
+#[test]
+fn db_gets_connections_exchanges_and_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = write_capture(dir.path());
+    let db = dir.path().join("run.duckdb");
+    let out = peel(&[
+        "analyze",
+        capture.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--run-id",
+        "t1",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let store = peel_store::Store::open(&db, peel_store::Access::ReadOnly).unwrap();
+    let counts = store
+        .query("SELECT count(*), sum(exchanges) FROM connections WHERE run_id = 't1'")
+        .unwrap();
+    assert_eq!(counts.rows[0], vec![Cell::Int(4), Cell::Int(3)]);
+    let paths = store.query("SELECT path, status FROM exchanges WHERE run_id = 't1'").unwrap();
+    assert_eq!(paths.rows.len(), 3);
+    assert_eq!(paths.rows[0], vec![Cell::Text("/slow".into()), Cell::Int(200)]);
+    let warnings =
+        store.query("SELECT count(*) FROM capture_warnings WHERE run_id = 't1'").unwrap();
+    assert_eq!(warnings.rows[0], vec![Cell::Int(0)]);
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! `peel analyze`: every TCP connection of one or more captures split into phases, aggregated per
 //! server endpoint. The analysis is peel-wire's; this module maps flags to its config, streams the
-//! finished connections into the summary, and renders. (`--db` arrives with peel-store.)
+//! finished connections into the summary (and the database with `--db`), and renders.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use peel_store::{Access, RunRecord, Scope, Store};
 use peel_wire::records::{CaptureWarning, FinishedConnection};
 use peel_wire::summary::{EndpointSummary, Summary, SummaryBuilder};
 use peel_wire::{analyze_paths, Config, WireError};
@@ -35,7 +37,10 @@ Examples:
   peel analyze cap/ --port 8000
 
   # one JSON line per connection, for jq
-  peel analyze app.pcapng.gz --format ndjson | jq 'select(.connection.close_us > 100000)'";
+  peel analyze app.pcapng.gz --format ndjson | jq 'select(.connection.close_us > 100000)'
+
+  # keep everything for SQL (tables connections, exchanges, capture_warnings)
+  peel analyze cap/ --db run.duckdb && peel sql run.duckdb 'SELECT * FROM v_endpoint_phases'";
 
 /// Split every TCP connection of captures into phases, per server endpoint.
 #[derive(Debug, clap::Args)]
@@ -52,6 +57,14 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+
+    /// Also write connections, exchanges and warnings into this DuckDB file (created if missing).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+
+    /// Run id for --db rows [default: analyze-<start time in ns>].
+    #[arg(long, value_name = "ID", requires = "db")]
+    run_id: Option<String>,
 }
 
 /// How the result is printed.
@@ -69,8 +82,30 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut write_error: Option<io::Error> = None;
+    let store = match &args.db {
+        Some(path) => Some(open_store(path)?),
+        None => None,
+    };
+    let started_ts_ns = now_ns();
+    let run_id = args.run_id.clone().unwrap_or_else(|| format!("analyze-{started_ts_ns}"));
+    let scope = Scope::new(run_id.clone(), hostname());
+    if let Some(store) = &store {
+        store.ingest(&scope, [&run_record(&args, started_ts_ns)]).context("recording the run")?;
+    }
+    let mut db_sink = match &store {
+        Some(store) => {
+            Some(store.connection_sink(&scope).context("opening the connections table")?)
+        }
+        None => None,
+    };
+    let mut db_error: Option<peel_store::StoreError> = None;
     let end = {
         let mut sink = |finished: FinishedConnection| {
+            if let (Some(sink), None) = (db_sink.as_mut(), db_error.as_ref()) {
+                if let Err(err) = sink.push(&finished) {
+                    db_error = Some(err);
+                }
+            }
             if !builder.wants(finished.connection.server_port) {
                 return;
             }
@@ -90,6 +125,17 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         };
         analyze_paths(&args.paths, config, &mut sink).map_err(input_error)?
     };
+    if let Some(err) = db_error {
+        return Err(anyhow::Error::new(err).context("writing connections to the database"));
+    }
+    if let (Some(store), Some(sink)) = (&store, db_sink) {
+        sink.finish().context("writing connections to the database")?;
+        store.ingest(&scope, end.warnings.iter()).context("writing capture_warnings")?;
+        store.finish_run(&scope, now_ns(), "passed").context("finishing the run")?;
+    }
+    if let Some(store) = store {
+        store.close().context("closing the database")?;
+    }
     let summary = builder.finish(&end);
     match args.format {
         Format::Table => render_table(&mut out, &summary, args.paths.len())?,
@@ -106,6 +152,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     out.flush().context("writing to standard output")?;
+    if let Some(path) = &args.db {
+        eprintln!("wrote {} (run_id {run_id})", path.display());
+    }
     Ok(Outcome::Success)
 }
 
@@ -114,6 +163,32 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
 struct Whole<'a> {
     summary: &'a Summary,
     connections: &'a [FinishedConnection],
+}
+
+fn open_store(path: &Path) -> anyhow::Result<Store> {
+    Store::open(path, Access::ReadWrite).map_err(|err| {
+        Fail::runtime(&err).hint("--db needs a writable path for a DuckDB file").into()
+    })
+}
+
+fn run_record(args: &Args, started_ts_ns: i64) -> RunRecord {
+    let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+    RunRecord {
+        playbook: "analyze".into(),
+        playbook_path: None,
+        playbook_sha256: None,
+        variables_json: Some(
+            serde_json::json!({ "paths": paths, "ports": args.ports }).to_string(),
+        ),
+        started_ts_ns,
+        ended_ts_ns: None,
+        status: "running".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|s| s.trim().to_string()),
+        run_dir: None,
+    }
 }
 
 /// Files the user named that cannot be read are theirs to fix (exit 2).
@@ -130,6 +205,19 @@ fn input_error(err: WireError) -> anyhow::Error {
         WireError::Write(_) | WireError::Build(_) => return anyhow::Error::new(err),
     };
     Fail::usage(&err).hint(hint).into()
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// A duration in µs with a unit that keeps 4 to 6 significant digits: `13.711 µs`, `107.959 ms`.
