@@ -29,9 +29,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Analyze(cmd::analyze::Args),
+    Archive(cmd::archive::Args),
     Capture(cmd::capture::Args),
     Completions(cmd::completions::Args),
     Snap(cmd::snap::Args),
+    Sql(cmd::sql::Args),
     Sysctl(cmd::sysctl::Args),
     Lab(cmd::lab::Args),
     Validate(cmd::validate::Args),
@@ -44,9 +46,11 @@ enum Command {
 fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Archive(args) => cmd::archive::run(args),
         Command::Capture(args) => cmd::capture::run(args),
         Command::Completions(args) => cmd::completions::run(args),
         Command::Snap(args) => cmd::snap::run(args),
+        Command::Sql(args) => cmd::sql::run(args),
         Command::Sysctl(args) => cmd::sysctl::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Validate(args) => cmd::validate::run(args),

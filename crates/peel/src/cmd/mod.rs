@@ -3,10 +3,12 @@
 //! `main.rs`'s `Command`.
 
 pub mod analyze;
+pub mod archive;
 pub mod capture;
 pub mod compare;
 pub mod completions;
 pub mod snap;
+pub mod sql;
 pub mod sysctl;
 pub mod lab;
 pub mod plan;
