@@ -41,6 +41,7 @@ enum Command {
     Run(cmd::run::Args),
     Recover(cmd::recover::Args),
     Compare(cmd::compare::Args),
+    Findings(cmd::findings::Args),
 }
 
 fn dispatch(command: Command) -> anyhow::Result<Outcome> {
@@ -58,6 +59,7 @@ fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Run(args) => cmd::run::run(args),
         Command::Recover(args) => cmd::recover::run(args),
         Command::Compare(args) => cmd::compare::run(args),
+        Command::Findings(args) => cmd::findings::run(args),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod capture;
 pub mod compare;
 pub mod completions;
+pub mod findings;
 pub mod snap;
 pub mod sql;
 pub mod sysctl;
