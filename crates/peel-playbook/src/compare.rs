@@ -53,10 +53,24 @@ pub struct RunComparison {
 const METRICS_SQL: &str =
     "SELECT stage, endpoint, metric, value FROM v_run_metrics WHERE value IS NOT NULL";
 
+/// Which stage of each run to compare; `None` pairs equal stage names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagePair {
+    pub a: Option<String>,
+    pub b: Option<String>,
+}
+
 /// Reads `v_run_metrics` of two run folders (or database files) and flags changes over the floors.
-pub fn compare_runs(a: &Path, b: &Path, floors: Floors) -> Result<RunComparison, RunError> {
-    let metrics_a = read_metrics(a)?;
-    let metrics_b = read_metrics(b)?;
+/// With a [`StagePair`], stage `a` of the first run is matched with stage `b` of the second (the
+/// same run may be given twice: `reproduce` against `verify-fix`).
+pub fn compare_runs(
+    a: &Path,
+    b: &Path,
+    floors: Floors,
+    stages: &StagePair,
+) -> Result<RunComparison, RunError> {
+    let metrics_a = select_stage(read_metrics(a)?, stages.a.as_deref(), stages);
+    let metrics_b = select_stage(read_metrics(b)?, stages.b.as_deref(), stages);
     let mut keys: Vec<&(String, String, String)> =
         metrics_a.keys().chain(metrics_b.keys()).collect();
     keys.sort();
@@ -70,8 +84,7 @@ pub fn compare_runs(a: &Path, b: &Path, floors: Floors) -> Result<RunComparison,
                 va.zip(vb).and_then(|(x, y)| (x != 0.0).then(|| 100.0 * (y - x) / x.abs()));
             let flag = match (change, change_pct) {
                 (Some(change), Some(pct)) if passes_floors(&key.2, change, pct, floors) => {
-                    if lower_is_better(&key.2) == (change < 0.0) { "better" } else { "worse" }
-                        .to_string()
+                    direction(&key.2, change).to_string()
                 }
                 _ => String::new(),
             };
@@ -95,9 +108,36 @@ pub fn compare_runs(a: &Path, b: &Path, floors: Floors) -> Result<RunComparison,
     })
 }
 
+type Metrics = BTreeMap<(String, String, String), f64>;
+
+/// Keeps one stage and relabels it `a->b`, so rows of two different stages line up.
+fn select_stage(metrics: Metrics, stage: Option<&str>, pair: &StagePair) -> Metrics {
+    let Some(stage) = stage else { return metrics };
+    let label =
+        format!("{}->{}", pair.a.as_deref().unwrap_or("*"), pair.b.as_deref().unwrap_or("*"));
+    metrics
+        .into_iter()
+        .filter(|((s, _, _), _)| s == stage)
+        .map(|((_, endpoint, metric), value)| ((label.clone(), endpoint, metric), value))
+        .collect()
+}
+
 fn passes_floors(metric: &str, change: f64, change_pct: f64, floors: Floors) -> bool {
     let absolute = if metric.ends_with("_us") { floors.absolute_us } else { floors.absolute_other };
     change.abs() >= absolute && change_pct.abs() >= floors.relative * 100.0
+}
+
+/// `better`, `worse`, or `changed` for metrics that have no better direction: a pooled
+/// connection's lifetime and idle time grow by design.
+fn direction(metric: &str, change: f64) -> &'static str {
+    if metric.contains("_idle_") || metric.contains("_lifetime_") {
+        return "changed";
+    }
+    if lower_is_better(metric) == (change < 0.0) {
+        "better"
+    } else {
+        "worse"
+    }
 }
 
 /// Latency, churn, errors and CPU are better lower; throughput and reuse better higher.
@@ -105,7 +145,7 @@ pub fn lower_is_better(metric: &str) -> bool {
     !(metric == "requests_per_s" || metric == "requests_per_conn")
 }
 
-fn read_metrics(path: &Path) -> Result<BTreeMap<(String, String, String), f64>, RunError> {
+fn read_metrics(path: &Path) -> Result<Metrics, RunError> {
     let db = if path.is_dir() { path.join(DB_FILE) } else { path.to_path_buf() };
     let store = Store::open(&db, Access::ReadOnly)?;
     let result = store.query(METRICS_SQL)?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use peel_playbook::compare::{compare_runs, Floors, MetricRow};
+use peel_playbook::compare::{compare_runs, Floors, MetricRow, StagePair};
 
 use crate::exit::{Fail, Outcome};
 
@@ -14,6 +14,8 @@ use crate::exit::{Fail, Outcome};
 /// when it passes both the relative floor and the absolute floor.
 ///
 /// Example: `peel compare runs/outage runs/after-fix --format md`
+///
+/// One run's two stages: `peel compare RUN RUN --stage-a reproduce --stage-b verify-fix`
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The baseline run.
@@ -29,6 +31,12 @@ pub struct Args {
     /// Absolute floor for other metrics (per second, counts, percentages).
     #[arg(long, default_value_t = 1.0)]
     min_change: f64,
+    /// Compare this stage of RUN_A (with --stage-b; default: equal stage names are paired).
+    #[arg(long)]
+    stage_a: Option<String>,
+    /// Compare this stage of RUN_B.
+    #[arg(long)]
+    stage_b: Option<String>,
     /// Show only flagged rows.
     #[arg(long)]
     changed: bool,
@@ -50,8 +58,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         absolute_us: args.min_change_us,
         absolute_other: args.min_change,
     };
+    let stages = StagePair { a: args.stage_a.clone(), b: args.stage_b.clone() };
+    if stages.a.is_some() != stages.b.is_some() {
+        return Err(Fail::usage("--stage-a and --stage-b go together").into());
+    }
     let mut comparison =
-        compare_runs(&args.run_a, &args.run_b, floors).map_err(|err| match err {
+        compare_runs(&args.run_a, &args.run_b, floors, &stages).map_err(|err| match err {
             peel_playbook::run::RunError::Store(_) => {
                 Fail::usage(err).hint("give two run folders (or their run.duckdb files)")
             }
