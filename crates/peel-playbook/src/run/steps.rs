@@ -101,7 +101,7 @@ pub(crate) fn execute(
         Action::Sysctl(sysctl) => run_sysctl(ctx, step_id, sysctl),
         Action::Capture(capture) => run_capture(ctx, stage, capture),
         Action::Analyze(analyze) => run_analyze(ctx, stage, analyze),
-        Action::Findings => Err(not_available("findings", "peel-findings")),
+        Action::Findings => run_findings(ctx),
         Action::Archive { out } => {
             // The database is still open (and under its temporary name) while the run goes on; the
             // archive is sealed right after it is closed, at the end of the run.
@@ -774,6 +774,23 @@ fn run_analyze(ctx: &mut Ctx<'_>, stage: &Stage, analyze: &AnalyzeStep) -> Resul
     .with_outputs(serde_json::json!({"captures": dir.strip_prefix(&ctx.run_dir).unwrap_or(&dir), "stored": format!("{counts:?}")})))
 }
 
-fn not_available(kind: &str, krate: &str) -> String {
-    format!("step kind {kind} needs crate {krate}, whose library API is not available yet")
+fn run_findings(ctx: &mut Ctx<'_>) -> Result<Done, String> {
+    let diagnoses =
+        peel_findings::diagnose_run(&ctx.store, &ctx.run_id).map_err(|e| e.to_string())?;
+    let scope = peel_store::Scope::new(&ctx.run_id, &ctx.host);
+    peel_findings::save(&ctx.store, &scope, &diagnoses).map_err(|e| e.to_string())?;
+    let mut titles = Vec::new();
+    let mut total = 0;
+    for diagnosis in &diagnoses {
+        total += diagnosis.findings.len();
+        titles.extend(
+            diagnosis.findings.iter().take(3).map(|f| format!("[{}] {}", diagnosis.stage, f.title)),
+        );
+    }
+    let message = if total == 0 {
+        "no findings".to_string()
+    } else {
+        format!("{total} findings: {}", titles.join("; "))
+    };
+    Ok(Done::passed(message))
 }
