@@ -12,6 +12,7 @@
 
 mod capture;
 mod process;
+mod snap;
 mod wire;
 
 use std::fmt::Write as _;
@@ -78,7 +79,7 @@ impl Row {
 type BenchFn = fn(&Ctx) -> anyhow::Result<Vec<Row>>;
 
 /// Every benchmark, by name.
-const BENCHES: &[(&str, BenchFn)] = &[("capture", capture::run), ("wire", wire::run)];
+const BENCHES: &[(&str, BenchFn)] = &[("capture", capture::run), ("wire", wire::run), ("snap", snap::run)];
 
 /// Median of the samples (mean of the middle two for an even count).
 pub fn median(samples: &mut [f64]) -> f64 {
