@@ -118,9 +118,9 @@ fn print_created(out: &mut impl Write, created: &Created) -> io::Result<()> {
     let manifest = &created.manifest;
     writeln!(
         out,
-        "wrote {} ({} members + manifest.json, {} bytes)",
+        "wrote {} ({} + manifest.json, {} bytes)",
         created.path.display(),
-        manifest.files.len(),
+        members(manifest.files.len()),
         created.size_bytes
     )?;
     if let Some(redaction) = &manifest.redaction {
@@ -163,7 +163,8 @@ fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
 fn print_verification(out: &mut impl Write, verification: &Verification) -> io::Result<()> {
     let path = verification.archive.display();
     if verification.ok() {
-        writeln!(out, "OK {path}: {} members match manifest.json", verification.members_checked)?;
+        let checked = members(verification.members_checked);
+        writeln!(out, "OK {path}: {checked} match manifest.json")?;
     } else {
         writeln!(out, "FAILED {path}: {} problem(s)", verification.problems.len())?;
         for problem in &verification.problems {
@@ -196,6 +197,11 @@ fn print_imported(out: &mut impl Write, imported: &Imported) -> io::Result<()> {
         imported.tables.len(),
         if runs.is_empty() { "none".to_string() } else { runs.join(", ") }
     )
+}
+
+/// `1 member`, `3 members`.
+fn members(count: usize) -> String {
+    format!("{count} member{}", if count == 1 { "" } else { "s" })
 }
 
 /// Input problems exit 2 with a hint; everything else is a runtime error.
