@@ -112,7 +112,11 @@ fn write_capture(scratch: &Path) -> anyhow::Result<PathBuf> {
     let path = scratch.join("http-5m.pcap");
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let mut writer = PcapWriter::new(BufWriter::with_capacity(1 << 20, file))?;
-    let spec = LoadSpec { connections: CONNECTIONS, concurrency: 64, start_ts_ns: 1_700_000_000_000_000_000 };
+    let spec = LoadSpec {
+        connections: CONNECTIONS,
+        concurrency: 64,
+        start_ts_ns: 1_700_000_000_000_000_000,
+    };
     let packets = write_http_load(&mut writer, &spec)?;
     writer.into_inner()?;
     eprintln!("bench: wire: {packets} packets in {}", path.display());
