@@ -5,6 +5,15 @@
 //!
 //! Entry points: [`take`] for one snapshot, [`Sampler`] for a series, [`aggregate::summarize`] for
 //! the first answers, [`sysctl`] for reading, diffing and journaled changes of kernel parameters.
+//!
+//! Agreement with `ss`: both read the same netlink dump, so counts by state agree whenever the
+//! socket table does not change between the two reads. On a busy host it always changes, so the
+//! check (tests/live.rs, `close_wait_pile_up_matches_ss`) compares a population that only the test
+//! changes: its own loopback address and port, with `ss -Htan 'src 127.0.0.1 and ( sport = :P or
+//! dport = :P )'` counted by the first column, after the states have settled. To compare a whole
+//! host by hand, take `ss -Htan | awk '{print $1}' | sort | uniq -c` immediately before and after
+//! `peel snap --format json`: when the two `ss` runs agree, peel's counts equal them.
+//! State names differ only in spelling (`ESTAB` = `ESTABLISHED`, `TIME-WAIT` = `TIME_WAIT`).
 
 pub mod aggregate;
 mod counters;
