@@ -64,6 +64,34 @@ fn churn_fires_on_a_new_db_connection_per_request() {
 }
 
 #[test]
+fn churn_counts_the_startup_as_setup_when_the_capture_gave_no_db_setup() {
+    // What the lab's PostgreSQL looked like: startup, one query, an unanswered Terminate, and no
+    // db_setup_us from the analysis.
+    let store = store();
+    let finished: Vec<FinishedConnection> = (0..30)
+        .map(|i| {
+            let mut finished = pg_connection(i, T0_NS + i as i64 * 100 * MS, 3000.0, 1, |_| 1000.0);
+            finished.connection.db_setup_us = None;
+            finished.connection.exchanges = 3;
+            let mut terminate = exchange(i, 2, finished.connection.last_ts_ns - MS / 2, 0.0);
+            terminate.response_start_ts_ns = None;
+            terminate.response_end_ts_ns = None;
+            terminate.server_us = None;
+            terminate.response_us = None;
+            finished.exchanges.push(terminate);
+            finished
+        })
+        .collect();
+    ingest_connections(&store, &finished);
+    let diagnosis = diagnose(&store);
+    let churn = findings(&diagnosis, "churn");
+    assert_eq!(churn.len(), 1, "{diagnosis:#?}");
+    assert_close(evidence(churn[0], "requests_per_conn"), 1.0);
+    // The startup turn: 10 us request, 2900 us server, 50 us response.
+    assert_close(evidence(churn[0], "db_setup_p50"), 2.96);
+}
+
+#[test]
 fn churn_stays_quiet_with_pooled_connections() {
     let store = store();
     ingest_connections(&store, &pg_connections(30, 40));

@@ -5,7 +5,9 @@
 //! Per server endpoint: new connections per second over the capture window, requests per connection
 //! (answered exchanges; for PostgreSQL only those after the startup's ReadyForQuery, so neither the
 //! startup's turns nor a closing Terminate message count), and setup cost (TCP handshake
-//! plus PostgreSQL startup `db_setup_us`) as a share of setup plus request time. Connections without
+//! plus PostgreSQL startup `db_setup_us`) as a share of setup plus request time. When the capture
+//! analysis gives no `db_setup_us` for a PostgreSQL connection whose SYN it saw, its first exchange
+//! (the startup) stands in for it, as setup and not as a request. Connections without
 //! a SYN in the capture (`partial`) were not opened during it and are not counted.
 
 use crate::engine::{Ctx, Look, RunScope};
@@ -31,14 +33,23 @@ pub(crate) fn sql(scope: &RunScope, endpoint: Option<&Endpoint>) -> String {
     let filter = endpoint.map(|e| e.sql_filter("c.server_ip", "c.server_port")).unwrap_or_default();
     format!(
         "WITH win AS (\n  SELECT (max(last_ts_ns) - min(first_ts_ns)) / 1e9 AS window_s FROM connections WHERE {all}\n\
-         ), ex AS (\n  SELECT e.host, e.conn_id, count(*) AS requests, sum(coalesce(e.server_us, 0) + coalesce(e.response_us, 0)) AS work_us\n  \
+         ), marked AS (\n  SELECT e.host, e.conn_id, e.response_start_ts_ns IS NOT NULL AS answered,\n    \
+         coalesce(e.server_us, 0) + coalesce(e.response_us, 0) AS work_us,\n    \
+         (coalesce(e.response_end_ts_ns, e.request_end_ts_ns) - e.request_start_ts_ns) / 1000.0 AS turn_us,\n    \
+         CASE WHEN c.protocol <> 'postgresql' THEN false\n      \
+         WHEN c.db_setup_us IS NOT NULL AND c.first_request_ts_ns IS NOT NULL\n        \
+         THEN e.request_start_ts_ns < c.first_request_ts_ns + CAST(c.db_setup_us * 1000 AS BIGINT)\n      \
+         ELSE e.seq = 0 AND c.syn_ts_ns IS NOT NULL END AS is_setup\n  \
          FROM exchanges e JOIN connections c\n    ON c.run_id = e.run_id AND c.stage = e.stage AND c.host = e.host AND c.conn_id = e.conn_id\n  \
-         WHERE {e_scope} AND e.response_start_ts_ns IS NOT NULL AND (c.db_setup_us IS NULL OR c.first_request_ts_ns IS NULL\n    \
-         OR e.request_start_ts_ns >= c.first_request_ts_ns + CAST(c.db_setup_us * 1000 AS BIGINT))\n  \
-         GROUP BY e.host, e.conn_id\n), per_conn AS (\n  \
+         WHERE {e_scope}\n), ex AS (\n  \
+         SELECT host, conn_id, count(*) FILTER (WHERE answered AND NOT is_setup) AS requests,\n    \
+         sum(work_us) FILTER (WHERE answered AND NOT is_setup) AS work_us,\n    \
+         sum(turn_us) FILTER (WHERE is_setup) AS setup_turns_us\n  \
+         FROM marked GROUP BY host, conn_id\n), per_conn AS (\n  \
          SELECT CAST(c.server_ip AS VARCHAR) AS server_ip, c.server_port, c.protocol,\n    \
-         coalesce(ex.requests, CASE WHEN c.db_setup_us IS NULL THEN c.exchanges ELSE 0 END) AS requests,\n    \
-         coalesce(c.handshake_us, 0) AS handshake_us, coalesce(c.db_setup_us, 0) AS db_setup_us,\n    \
+         coalesce(ex.requests, c.exchanges) AS requests,\n    \
+         coalesce(c.handshake_us, 0) AS handshake_us,\n    \
+         coalesce(c.db_setup_us, ex.setup_turns_us, 0) AS db_setup_us,\n    \
          coalesce(ex.work_us, coalesce(c.server_us, 0) + coalesce(c.response_us, 0)) AS work_us\n  \
          FROM connections c LEFT JOIN ex ON ex.host = c.host AND ex.conn_id = c.conn_id\n  \
          WHERE {c_scope} AND c.state <> 'partial'{filter}\n)\n\
