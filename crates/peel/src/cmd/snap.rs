@@ -32,9 +32,14 @@ the window is shown next to the load average. A high load with a low CPU peak me
 to waiting (connections, queues, locks), not to computing. Ctrl-C ends a series early and still
 prints it.
 
---proc-root reads a copy of another host's /proc (net/, sys/, <pid>/fd symlinks), gathered for
-example with `cp -rL` of the files, so a snapshot can be analyzed offline; CPU and processes are
-then not available.
+--proc-root reads a copy of another host's /proc (net/, sys/, and <pid>/comm with <pid>/fd as
+symlinks for owners), so a snapshot can be analyzed offline; CPU and processes are then not
+available. /proc files report a size of 0, so tar and cp store them empty; copy them with cat:
+  dest=$PWD/copy; cd /proc
+  for f in net/tcp net/tcp6 net/udp net/udp6 net/unix net/netstat net/snmp net/sockstat \\
+      net/sockstat6; do mkdir -p $dest/${f%/*}; cat $f > $dest/$f; done
+  find sys/net sys/fs sys/kernel/hostname -type f -readable | while read f; do
+      mkdir -p $dest/${f%/*}; cat $f > $dest/$f; done 2>/dev/null
 
 --db PATH writes every snapshot into a run database (tables snapshots, system, cpus, sysctl,
 sockets, socket_counts, tcp_counters, processes; docs/schema.md), as it is taken.";

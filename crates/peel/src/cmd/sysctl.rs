@@ -30,7 +30,7 @@ Examples:
 
   # try a value for 5 minutes, or while a load test runs; the old value always comes back
   sudo peel sysctl set net.core.somaxconn=4096 --for 5m
-  sudo peel sysctl set net.ipv4.tcp_tw_reuse=1 -- peel load http://127.0.0.1:8000/ --for 60s
+  sudo peel sysctl set net.ipv4.tcp_tw_reuse=1 -- peel load http://127.0.0.1:8000/ --duration 60s
 
   # after a crash (the journal stayed behind)
   sudo peel sysctl restore";
