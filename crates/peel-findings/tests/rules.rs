@@ -219,6 +219,30 @@ fn not_cpu_bound_stays_quiet_when_the_cpu_was_busy() {
 }
 
 #[test]
+fn not_cpu_bound_cannot_decide_when_other_work_kept_the_host_busy() {
+    let store = store();
+    ingest_connections(&store, &rising_latency());
+    let snapshots: Vec<_> = (0..2)
+        .map(|snap_id| {
+            let mut snapshot = snapshot(snap_id);
+            snapshot.system = Some(system(snap_id, 100.0, 100.0));
+            snapshot.processes = vec![process(snap_id, 4242, "gunicorn", 10, 1024)];
+            snapshot
+        })
+        .collect();
+    ingest_snapshots(&store, &snapshots);
+    let diagnosis = diagnose(&store);
+    let report = diagnosis.rule("not_cpu_bound").expect("report");
+    assert_eq!(report.verdict, Verdict::CannotDecide, "{report:?}");
+    assert!(
+        report.missing.iter().any(|m| m.contains(
+            "the host's CPU peaked at 100% while the recorded processes used at most 2% of it"
+        )),
+        "{report:?}"
+    );
+}
+
+#[test]
 fn not_cpu_bound_cannot_decide_without_cpu_samples() {
     let store = store();
     ingest_connections(&store, &rising_latency());

@@ -7,6 +7,8 @@
 //! included. Latency "rose" when the slow requests (p90) took [`RISE_FACTOR`] times what the fastest
 //! (p5) took, and at least [`MIN_P90_MS`]. The load generator's latency (what users saw) is judged
 //! the same way. The CPU peak is the highest whole-host busy percentage over the run's snapshots.
+//! When the host was busy but the processes the run recorded used little of it (other work shared
+//! the host), the rule cannot decide and says so, rather than calling the service CPU-bound.
 
 use crate::engine::{Ctx, Look, RunScope};
 use crate::error::FindingsError;
@@ -194,7 +196,50 @@ pub(crate) fn check(ctx: &Ctx<'_>) -> Result<Look, FindingsError> {
         plural(subjects.len(), "latency source", "latency sources"),
         single_cpu_peak_pct.map(|p| format!(", busiest CPU {p:.0}%")).unwrap_or_default()
     );
+    if rose > 0 && !cpu_low {
+        if let Some(busy_elsewhere) = busy_elsewhere(ctx, cpu_peak_pct)? {
+            missing.push(busy_elsewhere);
+            return Ok(Look::cannot_decide(missing));
+        }
+    }
     Ok(Look::decided(findings, checked, missing))
+}
+
+/// Per snapshot, the recorded processes' CPU as a share of the host's, and the busiest process.
+pub(crate) fn processes_sql(scope: &RunScope) -> String {
+    format!(
+        "WITH per_snap AS (\n  SELECT host, snap_id, sum(cpu_pct) AS cpu_pct_sum, max(cpu_pct) AS cpu_pct_max\n  \
+         FROM processes WHERE {} AND cpu_pct IS NOT NULL GROUP BY host, snap_id\n)\n\
+         SELECT max(p.cpu_pct_sum / (s.cpu_count * 100.0) * 100) AS processes_peak_pct,\n  \
+         max(p.cpu_pct_max) AS process_peak_pct\n\
+         FROM per_snap p JOIN system s ON s.host = p.host AND s.snap_id = p.snap_id AND {}",
+        scope.filter(""),
+        scope.filter("s")
+    )
+}
+
+/// When the host's CPU was busy but the processes the run recorded (the service) used little of
+/// it, other work shared the host: whether the service was CPU-bound cannot be told from the
+/// host's CPU, and saying "CPU-bound" (a clear verdict) would be wrong.
+fn busy_elsewhere(ctx: &Ctx<'_>, cpu_peak_pct: f64) -> Result<Option<String>, FindingsError> {
+    if ctx.rows_in("processes")? == 0 {
+        return Ok(None);
+    }
+    let table = ctx.query(&processes_sql(&ctx.scope))?;
+    let Some(row) = table.iter().next() else { return Ok(None) };
+    let (Some(processes_pct), Some(process_pct)) =
+        (row.f64_opt("processes_peak_pct")?, row.f64_opt("process_peak_pct")?)
+    else {
+        return Ok(None);
+    };
+    if processes_pct >= LOW_CPU_PCT || process_pct >= HOT_SINGLE_CPU_PCT {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "the host's CPU peaked at {cpu_peak_pct:.0}% while the recorded processes used at most \
+         {processes_pct:.0}% of it (busiest {process_pct:.0}% of one CPU): other work shared the \
+         host, so whether the service is CPU-bound cannot be told"
+    )))
 }
 
 const BASE_NEXT_STEP: &str = "Requests wait instead of computing: look at worker pool saturation \
