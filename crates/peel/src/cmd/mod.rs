@@ -12,6 +12,7 @@ pub mod snap;
 pub mod sql;
 pub mod sysctl;
 pub mod lab;
+pub mod load;
 pub mod plan;
 pub mod recover;
 pub mod run;
