@@ -11,6 +11,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod capture;
+mod load;
 mod process;
 mod snap;
 mod wire;
@@ -79,7 +80,12 @@ impl Row {
 type BenchFn = fn(&Ctx) -> anyhow::Result<Vec<Row>>;
 
 /// Every benchmark, by name.
-const BENCHES: &[(&str, BenchFn)] = &[("capture", capture::run), ("wire", wire::run), ("snap", snap::run)];
+const BENCHES: &[(&str, BenchFn)] = &[
+    ("capture", capture::run),
+    ("load", load::run),
+    ("wire", wire::run),
+    ("snap", snap::run),
+];
 
 /// Median of the samples (mean of the middle two for an even count).
 pub fn median(samples: &mut [f64]) -> f64 {
