@@ -282,11 +282,12 @@ impl HttpFramer {
             return;
         };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
-        let value = std::str::from_utf8(value).unwrap_or("").trim();
+        // The value is decoded only for the two headers that frame the body: most lines are neither.
+        let text = || std::str::from_utf8(value).unwrap_or("").trim();
         if name.eq_ignore_ascii_case(b"content-length") {
-            self.content_length = value.parse().ok();
+            self.content_length = text().parse().ok();
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.chunked = value.to_ascii_lowercase().contains("chunked");
+            self.chunked = text().to_ascii_lowercase().contains("chunked");
         }
     }
 
