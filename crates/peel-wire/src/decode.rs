@@ -232,6 +232,65 @@ fn nflog(frame: &[u8], cut: bool, depth: u8) -> Decoded<'_> {
 }
 
 fn ip(data: &[u8], tags: Tags, cut: bool, depth: u8) -> Decoded<'_> {
+    match plain_ipv4_tcp(data, tags) {
+        Some(seg) => Decoded::Tcp(seg),
+        None => ip_general(data, tags, cut, depth),
+    }
+}
+
+/// The per-packet common case, read directly: IPv4 without options or fragmentation carrying a
+/// complete TCP header, not a SYN (SYNs go the general way for their window-scale option). Gives
+/// exactly what [`ip_general`] gives for such a packet (a test compares them); `None` for anything else.
+fn plain_ipv4_tcp(data: &[u8], tags: Tags) -> Option<Segment<'_>> {
+    let header: &[u8; 20] = data.get(..20)?.try_into().ok()?;
+    // Version 4, IHL 5; protocol TCP; neither More Fragments nor a fragment offset.
+    if header[0] != 0x45 || header[9] != 6 || header[6] & 0x3f != 0 || header[7] != 0 {
+        return None;
+    }
+    let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let tcp = data.get(20..total_len)?;
+    let fixed: &[u8; 20] = tcp.get(..20)?.try_into().ok()?;
+    let header_len = usize::from(fixed[12] >> 4) * 4;
+    let flags = fixed[13];
+    if header_len < 20 || flags & FLAG_SYN != 0 {
+        return None;
+    }
+    let payload = tcp.get(header_len..)?;
+    let addr = |i: usize| IpAddr::from([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let payload_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    Some(from_fixed_header((addr(12), addr(16)), fixed, tags, payload, payload_len))
+}
+
+/// A segment from the fixed 20 bytes of a TCP header (no options read).
+fn from_fixed_header<'a>(
+    (src, dst): (IpAddr, IpAddr),
+    fixed: &[u8; 20],
+    tags: Tags,
+    payload: &'a [u8],
+    payload_len: u32,
+) -> Segment<'a> {
+    let be16 = |i: usize| u16::from_be_bytes([fixed[i], fixed[i + 1]]);
+    let be32 = |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
+    Segment {
+        src,
+        dst,
+        src_port: be16(0),
+        dst_port: be16(2),
+        vlan_key: tags.key,
+        vlan: tags.outer,
+        seq: be32(4),
+        ack: be32(8),
+        flags: fixed[13],
+        window: be16(14),
+        window_scale: None,
+        payload,
+        payload_len,
+        header_cut: false,
+    }
+}
+
+/// Any IP packet, through `etherparse`'s lax slices.
+fn ip_general(data: &[u8], tags: Tags, cut: bool, depth: u8) -> Decoded<'_> {
     let Ok((slice, _ext_err)) = LaxIpSlice::from_slice(data) else {
         return Decoded::Skipped(if cut {
             WarningReason::SnaplenCut
@@ -321,29 +380,14 @@ fn fixed_header_only<'a>(
     declared: usize,
     tags: Tags,
 ) -> Option<Segment<'a>> {
-    let fixed = tcp.get(..20)?;
+    let fixed: &[u8; 20] = tcp.get(..20)?.try_into().ok()?;
     let header_len = usize::from(fixed[12] >> 4) * 4;
     if header_len < 20 {
         return None;
     }
-    let be16 = |i: usize| u16::from_be_bytes([fixed[i], fixed[i + 1]]);
-    let be32 = |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
-    Some(Segment {
-        src: ip.source_addr(),
-        dst: ip.destination_addr(),
-        src_port: be16(0),
-        dst_port: be16(2),
-        vlan_key: tags.key,
-        vlan: tags.outer,
-        seq: be32(4),
-        ack: be32(8),
-        flags: fixed[13],
-        window: be16(14),
-        window_scale: None,
-        payload: &[],
-        payload_len: u32::try_from(declared.saturating_sub(header_len)).unwrap_or(u32::MAX),
-        header_cut: true,
-    })
+    let payload_len = u32::try_from(declared.saturating_sub(header_len)).unwrap_or(u32::MAX);
+    let addrs = (ip.source_addr(), ip.destination_addr());
+    Some(Segment { header_cut: true, ..from_fixed_header(addrs, fixed, tags, &[], payload_len) })
 }
 
 fn udp(data: &[u8], cut: bool, depth: u8) -> Decoded<'_> {
@@ -433,6 +477,65 @@ mod tests {
             let Decoded::Tcp(seg) = decode(lt, &frame, false) else { panic!("linktype {lt}") };
             assert_eq!(seg.payload, b"hi", "linktype {lt}");
         }
+    }
+
+    /// The direct IPv4 path agrees with the general one on every packet it takes.
+    #[test]
+    fn plain_ipv4_path_matches_the_general_path() {
+        let mut frames = Vec::new();
+        for payload in [&b""[..], b"GET / HTTP/1.1\r\n\r\n", &[7u8; 1400]] {
+            frames.push(tcp_frame(payload));
+            let mut padded = tcp_frame(payload);
+            padded.extend([0u8; 6]); // Ethernet padding after the IP packet
+            frames.push(padded);
+            let builder = PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(40000, 80, 1000, 65535)
+                .syn()
+                .ack(5)
+                .options(&[TcpOptionElement::WindowScale(7), TcpOptionElement::Noop])
+                .unwrap();
+            let mut with_options = Vec::new();
+            builder.write(&mut with_options, payload).unwrap();
+            frames.push(with_options.clone());
+            with_options[14 + 20 + 13] &= !FLAG_SYN; // options on a non-SYN segment
+            frames.push(with_options);
+        }
+        let base = tcp_frame(b"data");
+        let mut variants = Vec::new();
+        for (at, value) in [
+            (14 + 6, 0x20u8),     // More Fragments
+            (14 + 7, 1),          // fragment offset
+            (14 + 6, 0x40),       // Don't Fragment
+            (14 + 6, 0x80),       // reserved bit
+            (14, 0x46),           // IHL 6
+            (14 + 9, 17),         // UDP
+            (14 + 3, 0),          // total length 0 (TSO)
+            (14 + 3, 30),         // total length below the headers
+            (14 + 3, 0xff),       // total length beyond the frame
+            (14 + 20 + 12, 0x40), // TCP data offset 4
+            (14 + 20 + 12, 0xf0), // TCP data offset beyond the segment
+        ] {
+            let mut frame = base.clone();
+            frame[at] = value;
+            variants.push(frame);
+        }
+        frames.extend(variants);
+        for len in 0..base.len() {
+            frames.push(base[..len].to_vec());
+        }
+        let mut direct = 0;
+        for frame in &frames {
+            let Some(packet) = frame.get(14..) else { continue };
+            let general = ip_general(packet, Tags::default(), false, 0);
+            if let Some(seg) = plain_ipv4_tcp(packet, Tags::default()) {
+                assert_eq!(Decoded::Tcp(seg), general, "frame {frame:02x?}");
+                direct += 1;
+            }
+            assert_eq!(ip(packet, Tags::default(), false, 0), general, "frame {frame:02x?}");
+        }
+        // Plain and padded frames, options on a non-SYN, DF, reserved bit: 3 payloads x 3, plus 2.
+        assert_eq!(direct, 11);
     }
 
     #[test]
