@@ -141,8 +141,9 @@ impl Exchanges {
                     response.feed(ts_ns, data, &mut self.events);
                 }
                 let give_up = side == Side::Client && self.http_requests == 0 && request.is_lost();
-                let events = std::mem::take(&mut self.events);
-                for event in &events {
+                // Events are moved out (their method and path become the exchange's, uncopied).
+                let mut events = std::mem::take(&mut self.events);
+                for event in events.drain(..) {
                     self.http_event(side, event, conn_id);
                 }
                 self.events = events;
@@ -248,12 +249,12 @@ impl Exchanges {
         });
     }
 
-    fn http_event(&mut self, side: Side, event: &HttpEvent, conn_id: u64) {
+    fn http_event(&mut self, side: Side, event: HttpEvent, conn_id: u64) {
         match (side, event) {
             (Side::Client, HttpEvent::RequestStart { ts_ns, method, path, simple }) => {
                 self.http_requests += 1;
                 let kind = match method.as_str() {
-                    _ if *simple => RequestKind::Simple,
+                    _ if simple => RequestKind::Simple,
                     "HEAD" => RequestKind::Head,
                     "CONNECT" => RequestKind::Connect,
                     _ => RequestKind::Normal,
@@ -261,35 +262,35 @@ impl Exchanges {
                 if let Mode::Http { response, .. } = &mut self.mode {
                     response.awaiting.push_back(kind);
                 }
-                self.start_request(*ts_ns, Some(method.clone()), Some(path.clone()));
+                self.start_request(ts_ns, Some(method), Some(path));
             }
             (Side::Client, HttpEvent::MessageEnd { ts_ns, bytes }) => {
                 if let Some(p) = self.pending.back_mut() {
-                    p.request_end_ts_ns = Some(*ts_ns);
-                    p.request_bytes = *bytes;
+                    p.request_end_ts_ns = Some(ts_ns);
+                    p.request_bytes = bytes;
                 }
                 self.pop_answered(conn_id);
             }
             (Side::Server, HttpEvent::ResponseStart { ts_ns, status }) => {
                 // An HTTP/0.9 response (status 0) is not counted: it has no status line to count.
-                self.http_responses += u32::from(*status != 0);
-                self.response_is_final = *status >= 200 || *status == 0;
+                self.http_responses += u32::from(status != 0);
+                self.response_is_final = status >= 200 || status == 0;
                 if let Some(p) = self.pending.get_mut(self.response_cursor) {
                     if self.response_is_final {
-                        p.response_start_ts_ns = Some(*ts_ns);
-                        p.status = (*status != 0).then_some(*status);
+                        p.response_start_ts_ns = Some(ts_ns);
+                        p.status = (status != 0).then_some(status);
                     }
                 }
             }
             (Side::Server, HttpEvent::MessageEnd { ts_ns, bytes }) => {
                 let is_final = self.response_is_final;
                 if let Some(p) = self.pending.get_mut(self.response_cursor) {
-                    p.response_bytes += *bytes;
+                    p.response_bytes += bytes;
                     if is_final {
-                        p.response_end_ts_ns = Some(*ts_ns);
+                        p.response_end_ts_ns = Some(ts_ns);
                         p.answered = true;
                         self.response_cursor += 1;
-                        self.last_response_end_ts_ns = Some(*ts_ns);
+                        self.last_response_end_ts_ns = Some(ts_ns);
                     }
                 }
                 self.pop_answered(conn_id);
