@@ -74,6 +74,16 @@ impl fmt::Display for Fail {
 
 impl std::error::Error for Fail {}
 
+/// True when the error is stdout closing under us (`peel ... | head`): not worth a message, and not
+/// a failure of peel's (ripgrep and the coreutils treat it the same way).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Turns a command's error into its exit code, message line and hint.
 pub fn classify(err: &anyhow::Error) -> (Code, String, Option<String>) {
     // A `Fail` may sit under context layers; its code wins, the full chain is the message.
@@ -98,6 +108,14 @@ mod tests {
         assert_eq!(code, Code::Usage);
         assert_eq!(message, "reading playbook.toml: bad port 'x'");
         assert_eq!(hint.as_deref(), Some("use a number"));
+    }
+
+    #[test]
+    fn broken_pipe_is_recognized_under_context() {
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&anyhow::Error::new(pipe).context("writing the table")));
+        let other = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(!is_broken_pipe(&anyhow::Error::new(other)));
     }
 
     #[test]

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
     };
     match dispatch(cli.command) {
         Ok(outcome) => Code::from(outcome).into(),
+        Err(err) if exit::is_broken_pipe(&err) => Code::Success.into(),
         Err(err) => {
             let (code, message, hint) = exit::classify(&err);
             let mut stderr = std::io::stderr().lock();
