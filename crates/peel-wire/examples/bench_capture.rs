@@ -39,6 +39,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 started.elapsed().as_secs_f64()
             );
         }
+        Some("summary") => {
+            // The engine plus the per-endpoint summary: what `peel analyze` does for its table.
+            let paths: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
+            let started = Instant::now();
+            let mut builder = peel_wire::summary::SummaryBuilder::new();
+            let end = peel_wire::analyze_paths(&paths, peel_wire::Config::default(), &mut |c| {
+                builder.add(&c)
+            })?;
+            let summary = builder.finish(&end);
+            println!(
+                "{} packets, {} endpoints in {:.3} s",
+                end.stats.packets,
+                summary.endpoints.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         Some(stage @ ("read" | "decode")) if args.len() == 2 => {
             // Cost of the stages below the engine: reading records, and decoding them too.
             let started = Instant::now();
@@ -55,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             println!("{stage}: {packets} packets ({tcp} TCP) in {:.3} s", started.elapsed().as_secs_f64());
         }
-        _ => return Err("usage: bench_capture write FILE CONNECTIONS | analyze FILE... | read FILE | decode FILE".into()),
+        _ => return Err("usage: bench_capture write FILE CONNECTIONS | analyze FILE... | summary FILE... | read FILE | decode FILE".into()),
     }
     Ok(())
 }

@@ -122,7 +122,7 @@ impl std::hash::Hash for FlowKey {
 /// FxHash (rustc's hasher): the flow key is not attacker-chosen in a way that matters for an
 /// offline tool, and SipHash would cost a noticeable share of the per-packet time.
 #[derive(Debug, Default, Clone, Copy)]
-struct FxHasher {
+pub(crate) struct FxHasher {
     hash: u64,
 }
 

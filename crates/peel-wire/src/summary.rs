@@ -7,12 +7,13 @@
 //! then come from an HDR histogram with 3 significant digits (0.1 %); `max_us` is always exact.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::analyzer::AnalysisEnd;
+use crate::analyzer::{AnalysisEnd, FxHasher};
 use crate::records::{CaptureWarning, ConnState, FinishedConnection, Side};
 
 /// Values kept exactly before a phase's distribution switches to a histogram.
@@ -315,7 +316,8 @@ impl Endpoint {
 /// Builds a [`Summary`] from finished connections as they stream by.
 #[derive(Debug, Default)]
 pub struct SummaryBuilder {
-    endpoints: HashMap<(IpAddr, u16), Endpoint>,
+    /// FxHash, as the flow table: one lookup per connection; the output is sorted, not in map order.
+    endpoints: HashMap<(IpAddr, u16), Endpoint, BuildHasherDefault<FxHasher>>,
     ports: Vec<u16>,
 }
 
@@ -327,7 +329,7 @@ impl SummaryBuilder {
 
     /// Aggregates only endpoints whose server port is in `ports` (all when empty).
     pub fn with_ports(ports: Vec<u16>) -> SummaryBuilder {
-        SummaryBuilder { endpoints: HashMap::new(), ports }
+        SummaryBuilder { endpoints: HashMap::default(), ports }
     }
 
     /// Whether a connection to `server_port` is kept by the port filter.
