@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::conn::Conn;
 use crate::decode::{decode, Decoded, Segment, FLAG_ACK, FLAG_SYN};
+use crate::http::HttpEvent;
 use crate::records::{CaptureWarning, FinishedConnection, WarningReason};
 use crate::warnings::WarningTally;
 
@@ -195,6 +196,8 @@ pub struct Analyzer {
     sources: Vec<WarningTally>,
     stats: CaptureStats,
     finished: Vec<FinishedConnection>,
+    /// Scratch space for the HTTP events of one segment, reused by every connection.
+    http_events: Vec<HttpEvent>,
 }
 
 impl Analyzer {
@@ -212,6 +215,7 @@ impl Analyzer {
             sources: Vec::new(),
             stats: CaptureStats::default(),
             finished: Vec::new(),
+            http_events: Vec::new(),
         }
     }
 
@@ -292,7 +296,7 @@ impl Analyzer {
         if !(pure_syn || synack) {
             if let Some(conn) = self.table.get_mut(&key) {
                 let side = conn.side_of(src);
-                conn.segment(side, seg, packet.ts_ns, packet.source.0);
+                conn.segment(side, seg, packet.ts_ns, packet.source.0, &mut self.http_events);
                 if conn.is_finished() {
                     self.retire(key);
                 }
@@ -349,7 +353,7 @@ impl Analyzer {
             }
         };
         let side = conn.side_of(src);
-        conn.segment(side, seg, packet.ts_ns, packet.source.0);
+        conn.segment(side, seg, packet.ts_ns, packet.source.0, &mut self.http_events);
         if seg.vlan_key != 0 {
             let tuple = (key.low, key.high, key.interface_id);
             let keys = self.vlans_of_tuple.entry(tuple).or_default();

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use crate::decode::{Segment, FLAG_ACK, FLAG_FIN, FLAG_RST, FLAG_SYN};
 use crate::exchange::{micros, Exchanges};
+use crate::http::HttpEvent;
 use crate::records::{ConnState, ConnectionRecord, FinishedConnection, Phase, Side};
 
 /// A gap-filling segment later than this after the gap appeared is a retransmission.
@@ -197,7 +198,15 @@ impl Conn {
     }
 
     /// Accounts one segment sent by `side`.
-    pub(crate) fn segment(&mut self, side: Side, seg: &Segment<'_>, ts_ns: i64, source: u32) {
+    /// `events` is the analyzer's scratch space for HTTP events.
+    pub(crate) fn segment(
+        &mut self,
+        side: Side,
+        seg: &Segment<'_>,
+        ts_ns: i64,
+        source: u32,
+        events: &mut Vec<HttpEvent>,
+    ) {
         self.packets += 1;
         self.source = source;
         self.last_ts_ns = self.last_ts_ns.max(ts_ns);
@@ -231,7 +240,7 @@ impl Conn {
         };
         let end = start + i64::from(seg.payload_len);
         if seg.payload_len > 0 {
-            self.data(side, seg, ts_ns, start, end);
+            self.data(side, seg, ts_ns, (start, end), events);
         }
         if seg.has(FLAG_FIN) {
             self.fin(side, ts_ns, end, seg.payload_len == 0);
@@ -283,7 +292,14 @@ impl Conn {
         }
     }
 
-    fn data(&mut self, side: Side, seg: &Segment<'_>, ts_ns: i64, start: i64, end: i64) {
+    fn data(
+        &mut self,
+        side: Side,
+        seg: &Segment<'_>,
+        ts_ns: i64,
+        (start, end): (i64, i64),
+        events: &mut Vec<HttpEvent>,
+    ) {
         let rtt_ns = self.rtt_ns();
         let me = index(side);
         let verdict = classify(&mut self.dirs[me], start, end, ts_ns, rtt_ns);
@@ -321,7 +337,7 @@ impl Conn {
         let wire_left = (end - dir.delivered) as usize;
         let take = captured.len().min(wire_left);
         dir.delivered = end;
-        self.exchanges.data(side, ts_ns, &captured[..take], self.id);
+        self.exchanges.data(side, ts_ns, &captured[..take], self.id, events);
         if take < wire_left {
             self.exchanges.gap(side, (wire_left - take) as u64);
         }

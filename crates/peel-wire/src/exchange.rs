@@ -60,7 +60,6 @@ pub(crate) struct Exchanges {
     last_server_data_ts_ns: Option<i64>,
     pg: Option<(PgStartup, i64)>,
     pub(crate) db_setup_ns: Option<i64>,
-    events: Vec<HttpEvent>,
     /// The server's first bytes decide whether an unrecognized client stream was HTTP after all.
     sniff_server: bool,
 }
@@ -83,7 +82,6 @@ impl Exchanges {
             last_server_data_ts_ns: None,
             pg: None,
             db_setup_ns: None,
-            events: Vec::new(),
             sniff_server: false,
         }
     }
@@ -92,8 +90,16 @@ impl Exchanges {
         self.protocol.unwrap_or(Protocol::Other)
     }
 
-    /// In-order payload bytes from `side`, captured in the segment at `ts_ns`.
-    pub(crate) fn data(&mut self, side: Side, ts_ns: i64, data: &[u8], conn_id: u64) {
+    /// In-order payload bytes from `side`, captured in the segment at `ts_ns`. `events` is scratch
+    /// space the caller keeps across connections (one allocation for the run, not one a connection).
+    pub(crate) fn data(
+        &mut self,
+        side: Side,
+        ts_ns: i64,
+        data: &[u8],
+        conn_id: u64,
+        events: &mut Vec<HttpEvent>,
+    ) {
         if data.is_empty() {
             return;
         }
@@ -134,19 +140,17 @@ impl Exchanges {
             Mode::Undecided => {}
             Mode::Turns => self.turn(side, ts_ns, data.len() as u64, conn_id),
             Mode::Http { request, response } => {
-                self.events.clear();
+                events.clear();
                 if side == Side::Client {
-                    request.feed(ts_ns, data, &mut self.events);
+                    request.feed(ts_ns, data, events);
                 } else {
-                    response.feed(ts_ns, data, &mut self.events);
+                    response.feed(ts_ns, data, events);
                 }
                 let give_up = side == Side::Client && self.http_requests == 0 && request.is_lost();
                 // Events are moved out (their method and path become the exchange's, uncopied).
-                let mut events = std::mem::take(&mut self.events);
                 for event in events.drain(..) {
                     self.http_event(side, event, conn_id);
                 }
-                self.events = events;
                 if give_up {
                     // It looked like HTTP but is not: fall back to turn-taking.
                     self.mode = Mode::Turns;

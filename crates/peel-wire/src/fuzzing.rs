@@ -12,6 +12,7 @@ pub fn http_exchanges(data: &[u8]) {
     let (client, server) = (&data[..split], data.get(split + 1..).unwrap_or(&[]));
     let mut exchanges = Exchanges::new();
     let (mut c, mut s, mut ts_ns) = (0usize, 0usize, 0i64);
+    let mut events = Vec::new();
     while c < client.len() || s < server.len() {
         for (side, stream, at) in [(Side::Client, client, &mut c), (Side::Server, server, &mut s)] {
             if *at >= stream.len() {
@@ -23,7 +24,7 @@ pub fn http_exchanges(data: &[u8]) {
             if stream[*at] == 0xff {
                 exchanges.gap(side, (end - *at) as u64);
             } else {
-                exchanges.data(side, ts_ns, &stream[*at..end], 0);
+                exchanges.data(side, ts_ns, &stream[*at..end], 0, &mut events);
             }
             *at = end;
         }
