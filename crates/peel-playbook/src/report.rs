@@ -97,6 +97,7 @@ fn render(store: &Store, plan: &Plan, summary: &RunSummary) -> String {
             stages.push(&step.stage);
         }
     }
+    matrix_section(store, &mut out, &run, &stages);
     for stage in stages {
         let _ = writeln!(out, "\n## Stage {stage}\n");
         out.push_str("| # | step | kind | status | time | result |\n|---|---|---|---|---|---|\n");
@@ -151,6 +152,31 @@ fn render(store: &Store, plan: &Plan, summary: &RunSummary) -> String {
         }
     }
     out
+}
+
+/// Matrix stages (`reproduce[workers=4]`) side by side: the load per URL class and the connection
+/// churn of each value, in the order the values ran, so one table answers "did more help?".
+fn matrix_section(store: &Store, out: &mut String, run: &str, stages: &[&str]) {
+    let labels: Vec<String> =
+        stages.iter().filter(|s| s.contains('[')).map(|s| format!("'{}'", quote(s))).collect();
+    if labels.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Matrix\n");
+    let _ = writeln!(out, "Stages run once per value: {}.", labels.join(", "));
+    let order = format!("list_position([{}], stage)", labels.join(", "));
+    let load_sql = format!(
+        "SELECT stage, url_class, requests, round(requests_per_s, 1) AS req_per_s, errors, \
+         latency_p50_us, latency_p99_us, connections_opened FROM load_summaries \
+         WHERE run_id = '{run}' AND {order} IS NOT NULL ORDER BY {order}, url_class"
+    );
+    section(store, out, "Load per value", &load_sql);
+    let churn_sql = format!(
+        "SELECT stage, endpoint, new_connections, round(new_conn_per_s, 1) AS new_conn_per_s, \
+         round(requests_per_conn, 2) AS requests_per_conn FROM v_churn \
+         WHERE run_id = '{run}' AND {order} IS NOT NULL ORDER BY {order}, endpoint"
+    );
+    section(store, out, "Connection churn per value", &churn_sql);
 }
 
 /// A titled table, only when the query has rows.

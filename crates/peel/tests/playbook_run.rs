@@ -2,6 +2,7 @@
 //! process stopped at its stage's end, cleanup after SIGINT, and `peel recover` after SIGKILL.
 //! Every process these tests start is bounded (sleep N) and every address is 127.0.0.1.
 
+#![allow(clippy::print_stderr)] // skip reasons are printed on purpose
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -314,4 +315,159 @@ fn recover_finishes_cleanup_after_sigkill() {
     // A second recover finds nothing left.
     let output = peel().arg("recover").arg(&out).output().unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("nothing to clean up"));
+}
+
+/// The background playbook with a guard that trips once the wait step runs (and not before, so
+/// the steps before it finish whenever the guard is checked).
+const GUARD: &str = r#"
+[[reproduce.guards]]
+sql = "SELECT count(*) AS waiting FROM steps WHERE name = 'wait-3' AND status = 'running'"
+expect = "waiting < 1"
+every = "100ms"
+"#;
+
+#[test]
+fn a_tripped_guard_aborts_the_stage_and_cleanup_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = write_playbook(dir.path(), &format!("{BACKGROUND}{GUARD}"));
+    let out = dir.path().join("run");
+    let output = run(&playbook, &out, &["--set", "hold=60s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "error");
+    assert_eq!(
+        statuses(&s),
+        [
+            "reproduce/server=passed",
+            "reproduce/undoable=passed",
+            "reproduce/wait-3=interrupted",
+            "verify-fix/server-is-gone=skipped"
+        ]
+    );
+    let hold = &s["steps"][2]["message"];
+    assert!(hold.as_str().unwrap().contains("guard 'waiting < 1' failed: waiting = 1"), "{hold}");
+    let bg_pid = std::fs::read_to_string(out.join("bg.pid")).unwrap().trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(&bg_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!pid_alive(&bg_pid), "background process {bg_pid} survived the guard");
+    assert_eq!(std::fs::read_to_string(out.join("undo.marker")).unwrap(), "undone\n");
+}
+
+const FIN_TIMEOUT: &str = "/proc/sys/net/ipv4/tcp_fin_timeout";
+
+/// Puts the old value back when the test ends, whatever peel did.
+struct RestoreSysctl(String);
+
+impl Drop for RestoreSysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(FIN_TIMEOUT, &self.0);
+    }
+}
+
+#[test]
+fn sysctl_is_restored_after_sigint() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        eprintln!("skipped: setting net.ipv4.tcp_fin_timeout needs root");
+        return;
+    }
+    let old = std::fs::read_to_string(FIN_TIMEOUT).unwrap().trim().to_string();
+    let _restore = RestoreSysctl(old.clone());
+    let new = (old.parse::<u32>().unwrap() + 7).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = write_playbook(
+        dir.path(),
+        &format!(
+            "[playbook]\nname = \"sysctl-sigint\"\n\n[[reproduce.steps]]\nkind = \"sysctl\"\n\
+             set = {{ \"net.ipv4.tcp_fin_timeout\" = \"{new}\" }}\n\n[[reproduce.steps]]\n\
+             kind = \"wait\"\nname = \"hold\"\nfor = \"60s\"\n"
+        ),
+    );
+    let out = dir.path().join("run");
+    let mut child = peel()
+        .arg("run")
+        .arg(&playbook)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = out.join("journal.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&journal).unwrap_or_default().contains("\"name\":\"hold\"") {
+        assert!(Instant::now() < deadline, "the wait step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(FIN_TIMEOUT).unwrap().trim(), new, "the step set it");
+    let status = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    assert_eq!(wait_exit(&mut child), Some(3));
+    assert_eq!(std::fs::read_to_string(FIN_TIMEOUT).unwrap().trim(), old, "not restored");
+    assert_eq!(
+        statuses(&summary(&out)),
+        ["reproduce/sysctl-1=passed", "reproduce/hold=interrupted"]
+    );
+}
+
+const MATRIX: &str = r#"
+[playbook]
+name = "matrix"
+
+[vars]
+port = 0
+rate = 10
+
+[reproduce.matrix]
+var = "rate"
+values = [10, 20]
+
+[[reproduce.steps]]
+kind = "exec"
+name = "server"
+argv = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "${port}"]
+background = true
+
+[[reproduce.steps]]
+kind = "wait"
+port = "127.0.0.1:${port}"
+timeout = "20s"
+
+[[reproduce.steps]]
+kind = "load"
+name = "load"
+url = "http://127.0.0.1:${port}/"
+rate = "${rate}"
+duration = "1s"
+timeout = "5s"
+"#;
+
+#[test]
+fn matrix_results_are_tabulated_per_value_in_the_report() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 (the loopback HTTP server of this test) is not installed");
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = write_playbook(dir.path(), MATRIX);
+    let out = dir.path().join("run");
+    let output = run(&playbook, &out, &["--set", &format!("port={port}")]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let matrix = report.split("\n## Matrix\n").nth(1).expect("a Matrix section");
+    let matrix = matrix.split("\n## ").next().unwrap();
+    assert!(matrix.contains("### Load per value"), "{matrix}");
+    let rows: Vec<&str> = matrix.lines().filter(|l| l.starts_with("| reproduce[")).collect();
+    assert_eq!(rows.len(), 2, "one load row per value: {matrix}");
+    assert!(rows[0].starts_with("| reproduce[rate=10] |"), "{matrix}");
+    assert!(rows[1].starts_with("| reproduce[rate=20] |"), "{matrix}");
+    // 10 and 20 requests per second for one second each.
+    assert!(rows[0].contains("| 10 |") && rows[1].contains("| 20 |"), "{matrix}");
 }
