@@ -7,13 +7,11 @@
 //! is bounded, and a missing peer tool is a skip with a reason (`Row::skipped`), not a failure.
 //! Results are printed as a table and written to `target/bench/results.tsv`.
 
-// Until every area has registered its benchmark, parts of the contract are unused.
-#![allow(dead_code, unused_imports)]
-
 mod capture;
 mod load;
 mod process;
 mod snap;
+mod store;
 mod wire;
 
 use std::fmt::Write as _;
@@ -27,8 +25,6 @@ pub use process::{measure, Measured};
 /// What a benchmark gets: where things are and how many repetitions to take medians over.
 #[derive(Debug)]
 pub struct Ctx {
-    /// Workspace root.
-    pub root: PathBuf,
     /// The `peel` binary under test (built by xtask in the dev profile, DuckDB optimized).
     pub peel: PathBuf,
     /// A scratch folder of this benchmark's own, emptied before it runs.
@@ -85,6 +81,7 @@ const BENCHES: &[(&str, BenchFn)] = &[
     ("load", load::run),
     ("wire", wire::run),
     ("snap", snap::run),
+    ("store", store::run),
 ];
 
 /// Median of the samples (mean of the middle two for an even count).
@@ -102,7 +99,6 @@ pub fn median(samples: &mut [f64]) -> f64 {
 }
 
 pub fn run(names: &[String]) -> anyhow::Result<()> {
-    let root = crate::workspace_root();
     let unknown: Vec<&String> =
         names.iter().filter(|n| !BENCHES.iter().any(|(b, _)| b == n)).collect();
     if !unknown.is_empty() {
@@ -113,8 +109,8 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
         bail!("no benchmarks are registered yet (see xtask/src/bench/mod.rs)");
     }
     crate::run::cmd("cargo", ["build", "-p", "peel"])?;
-    let peel = locate_peel(&root)?;
-    let target_dir = target_dir(&root);
+    let peel = crate::built_peel()?;
+    let target_dir = crate::target_dir();
     let mut rows = Vec::new();
     for (name, bench) in BENCHES {
         if !names.is_empty() && !names.iter().any(|n| n == name) {
@@ -124,7 +120,7 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("creating {}", scratch.display()))?;
-        let ctx = Ctx { root: root.clone(), peel: peel.clone(), scratch, runs: 3 };
+        let ctx = Ctx { peel: peel.clone(), scratch, runs: 3 };
         eprintln!("bench: {name}");
         rows.extend(bench(&ctx).with_context(|| format!("benchmark {name}"))?);
     }
@@ -135,18 +131,6 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", results.display()))?;
     eprintln!("bench: results in {}", results.display());
     Ok(())
-}
-
-fn target_dir(root: &std::path::Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
-}
-
-fn locate_peel(root: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let peel = target_dir(root).join("debug").join("peel");
-    if !peel.is_file() {
-        bail!("built peel but cannot find it at {}", peel.display());
-    }
-    Ok(peel)
 }
 
 fn render(rows: &[Row]) -> String {
