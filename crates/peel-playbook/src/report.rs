@@ -39,6 +39,9 @@ fn render(store: &Store, plan: &Plan, summary: &RunSummary) -> String {
         summary.run_dir.display(),
         summary.db.display()
     );
+    if let Some(sha256) = &summary.playbook_sha256 {
+        let _ = writeln!(out, "- playbook: `playbook.toml`, sha256 `{sha256}`");
+    }
     if !plan.vars.is_empty() {
         let vars: Vec<String> =
             plan.vars.iter().map(|v| format!("`{}={}`", v.name, v.value)).collect();

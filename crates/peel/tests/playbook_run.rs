@@ -134,11 +134,19 @@ fn exec_wait_query_compare_pass_and_fail() {
         ]
     );
     assert_eq!(s["status"], "passed");
+    let sha256sum = Command::new("sha256sum").arg(&playbook).output().unwrap();
+    let sha256 = String::from_utf8_lossy(&sha256sum.stdout).split(' ').next().unwrap().to_string();
+    assert_eq!(sha256.len(), 64);
+    assert_eq!(s["playbook_sha256"], sha256.as_str());
     let hello = std::fs::read_to_string(out.join("steps/001-reproduce-hello.stdout")).unwrap();
     assert_eq!(hello, "hello from reproduce\n");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| PASS | verify-fix | latency | p99_us improves by 50% (lower is better) | p99_us reproduce = 1000, verify-fix = 400 (-60.0%) |"), "{report}");
     assert!(stdout.contains("verdict: passed"), "{stdout}");
+    assert!(
+        report.contains(&format!("- playbook: `playbook.toml`, sha256 `{sha256}`")),
+        "{report}"
+    );
 
     // The same run asking for 70%: the check fails, exit 1.
     let out = dir.path().join("fail");

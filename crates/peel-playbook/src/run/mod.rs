@@ -218,6 +218,9 @@ pub struct RunSummary {
     pub archive: Option<PathBuf>,
     pub archive_sha256: Option<String>,
     pub archive_error: Option<String>,
+    /// SHA-256 (hex) of the playbook text this run executed (also kept as `playbook.toml`), so a
+    /// run can be tied to the exact file version.
+    pub playbook_sha256: Option<String>,
 }
 
 /// Where a cleanup runs.
@@ -410,6 +413,7 @@ pub fn run(
         archive: None,
         archive_sha256: None,
         archive_error: None,
+        playbook_sha256: options.playbook_text.as_deref().map(sha256_hex),
     };
     match crate::report::write(&ctx.store, plan, &summary) {
         Ok(path) => summary.report = Some(path),
@@ -468,6 +472,12 @@ fn prepare_run_dir(plan: &Plan, options: &RunOptions) -> Result<PathBuf, RunErro
         })?;
     }
     Ok(dir)
+}
+
+/// Lowercase hex SHA-256 of `text`.
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(crate) fn write_file(path: &Path, text: &str) -> Result<(), RunError> {
