@@ -80,8 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     options.cancel = cancel;
     options.playbook_text = Some(text);
     let mut renderer = Renderer::new();
-    let summary = peel_playbook::run::run(&plan, &options, &mut renderer)
-        .map_err(Fail::runtime)?;
+    let summary = peel_playbook::run::run(&plan, &options, &mut renderer).map_err(Fail::runtime)?;
     renderer.finish();
     print!("{}", render_summary(&summary));
     match summary.status {
