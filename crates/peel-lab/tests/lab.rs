@@ -143,13 +143,22 @@ fn upstream_keepalive_reuses_frontend_to_app_connections() -> std::io::Result<()
     Ok(())
 }
 
+/// Three ports below the kernel's ephemeral range (which every other test's connections draw from,
+/// so a range there can be taken by a parallel test), offset by pid so parallel test processes
+/// pick different ones.
+fn quiet_port_range() -> PortRange {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|low| low.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    let base = low.saturating_sub(12_000).max(1024);
+    let first = u16::try_from(base + (std::process::id() % 3000) * 3).unwrap_or(20_000);
+    PortRange { first, last: first + 2 }
+}
+
 #[test]
 fn a_frontend_that_closes_first_runs_out_of_a_small_port_range() -> std::io::Result<()> {
-    // A range near a port the kernel just handed out, so parallel test runs rarely collide.
-    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let first = probe.local_addr()?.port().clamp(1024, 65000);
-    drop(probe);
-    let range = PortRange { first, last: first + 2 };
+    let range = quiet_port_range();
     let lab = start(LabConfig {
         upstream_close: Closer::Frontend,
         ephemeral_ports: Some(range),
@@ -171,12 +180,9 @@ fn a_frontend_that_closes_first_runs_out_of_a_small_port_range() -> std::io::Res
 
 #[test]
 fn pooled_upstream_connections_fit_in_the_same_small_port_range() -> std::io::Result<()> {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let first = probe.local_addr()?.port().clamp(1024, 65000);
-    drop(probe);
     let lab = start(LabConfig {
         upstream_keepalive: true,
-        ephemeral_ports: Some(PortRange { first, last: first + 2 }),
+        ephemeral_ports: Some(quiet_port_range()),
         ..sim_config(DbMode::PerRequest)
     });
     for _ in 0..6 {
