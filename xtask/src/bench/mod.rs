@@ -65,6 +65,10 @@ impl Row {
 
     /// How many times better peel is than the peer (>1 means peel wins).
     pub fn advantage(&self) -> f64 {
+        if self.peel == self.peer {
+            // Equal, including 0 vs 0 (no drops on either side): a tie, not NaN.
+            return 1.0;
+        }
         if self.higher_is_better {
             self.peel / self.peer
         } else {
@@ -206,5 +210,8 @@ mod tests {
         assert_eq!(row.advantage(), 4.0, "time: smaller is better");
         row.higher_is_better = true;
         assert_eq!(row.advantage(), 0.25, "throughput: larger is better");
+        row.peel = 0.0;
+        row.peer = 0.0;
+        assert_eq!(row.advantage(), 1.0, "0 drops vs 0 drops is a tie");
     }
 }
