@@ -322,3 +322,30 @@ fn ring_keeps_at_most_count_files() {
         assert!(file["bytes"].as_u64().unwrap() <= 1_000_000, "{file}");
     }
 }
+
+#[test]
+fn min_free_out_of_range_is_a_usage_error() {
+    let out = tempfile::tempdir().unwrap();
+    let output = peel()
+        .args(["capture", "-i", "lo", "--duration", "1s", "--min-free", "150", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn a_free_space_floor_above_what_is_free_stops_before_capturing() {
+    if !can_capture("a_free_space_floor_above_what_is_free_stops_before_capturing") {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let output = peel()
+        .args(["capture", "-i", "lo", "--duration", "5s", "--min-free", "99.999", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("free"), "{stderr}");
+}

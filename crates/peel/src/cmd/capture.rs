@@ -90,6 +90,10 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 
+    /// Stop early when free space on the --out filesystem falls under this percentage.
+    #[arg(long = "min-free", value_name = "PCT", default_value_t = 5.0)]
+    min_free_pct: f64,
+
     /// Keep at most COUNT files of SIZE_MB megabytes per interface, deleting the oldest.
     #[arg(long, value_name = "SIZE_MB:COUNT", value_parser = parse_ring)]
     ring: Option<RingSpec>,
@@ -165,6 +169,7 @@ fn config_from(args: &Args) -> anyhow::Result<CaptureConfig> {
     config.duration = args.duration;
     config.max_packets = args.packets;
     config.ring = args.ring;
+    config.min_free_fraction = args.min_free_pct / 100.0;
     config.tap_packets = args.summary;
     config.validate().map_err(start_error)?;
     Ok(config)
