@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use peel_capture::parse_duration;
 use peel_lab::{
     Closer, DbChoice, DbKind, DbMode, Lab, LabConfig, LabCounters, LabError, LabHandle, PortRange,
 };
@@ -64,7 +65,7 @@ pub struct Args {
     #[arg(long, default_value = "app", value_parser = parse_knob::<Closer>)]
     pub upstream_close: Closer,
     /// Delay before the frontend closes an upstream connection it is done with, e.g. 826ms.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub slow_close: Duration,
     /// Local ports the frontend may use for upstream connections, e.g. 40000-40099 (reproduces
     /// ephemeral port exhaustion without changing ip_local_port_range).
@@ -72,16 +73,16 @@ pub struct Args {
     pub ephemeral_ports: Option<PortRange>,
     /// Real PostgreSQL: wait added to every new connection by a relay in front of it (the TLS and
     /// authentication round trips to a remote managed database); 0s connects directly.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
+    #[arg(long, value_parser = parse_duration, default_value = "20ms")]
     pub pg_setup_delay: Duration,
     /// Simulated database: cost of a new connection (PostgreSQL's fork + authentication).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
+    #[arg(long, value_parser = parse_duration, default_value = "20ms")]
     pub sim_connect_cost: Duration,
     /// Simulated database: cost of the /db query.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1ms")]
+    #[arg(long, value_parser = parse_duration, default_value = "1ms")]
     pub sim_query_cost: Duration,
     /// Stop by itself after this long (default: run until Ctrl-C or SIGTERM).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// How to print the addresses and final counters. JSON: one object when ready
     /// (`event: "ready"`) and one when stopped (`event: "stopped"`), one per line.

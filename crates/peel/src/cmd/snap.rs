@@ -71,11 +71,11 @@ pub struct Args {
     proc_root: Option<PathBuf>,
 
     /// Take a snapshot every D (e.g. 1s, 500ms); needs --for.
-    #[arg(long, value_name = "D", value_parser = humantime::parse_duration, requires = "total")]
+    #[arg(long, value_name = "D", value_parser = peel_capture::parse_duration, requires = "total")]
     every: Option<Duration>,
 
     /// Length of the series (e.g. 60s, 5m); needs --every.
-    #[arg(long = "for", id = "total", value_name = "D", value_parser = humantime::parse_duration, requires = "every")]
+    #[arg(long = "for", id = "total", value_name = "D", value_parser = peel_capture::parse_duration, requires = "every")]
     total: Option<Duration>,
 
     /// Report a process by name (comm or program) or pid; repeat for several.

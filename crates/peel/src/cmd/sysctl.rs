@@ -77,7 +77,7 @@ struct SetArgs {
     #[arg(value_name = "KEY=VALUE", required = true)]
     assignments: Vec<String>,
     /// Restore after this long (e.g. 30s, 5m). Without it (and without COMMAND): until Ctrl-C.
-    #[arg(long = "for", value_name = "D", value_parser = humantime::parse_duration)]
+    #[arg(long = "for", value_name = "D", value_parser = peel_capture::parse_duration)]
     hold: Option<Duration>,
     /// Journal file recording the old values.
     #[arg(long, value_name = "PATH", default_value_os_t = default_journal_path())]
