@@ -184,7 +184,13 @@ fn db_records_every_request_and_the_summaries() {
                SELECT url_class, requests FROM load_summaries WHERE run_id = 't1' ORDER BY url_class; \
                SELECT status FROM runs WHERE run_id = 't1'";
     let results = stdout_json(&peel(&["sql", db_arg, "--format", "json", sql]));
-    assert_eq!(results[0]["rows"], serde_json::json!([[25, 2, 200]]), "{results}");
+    // Two workers share the 25-request budget; on a busy machine the first worker can spend all of
+    // it before the second has connected, so one connection is as right as two, but never more.
+    let counts = &results[0]["rows"][0];
+    assert_eq!(counts[0], 25, "{results}");
+    let conns = counts[1].as_i64().unwrap_or(-1);
+    assert!((1..=2).contains(&conns), "{results}");
+    assert_eq!(counts[2], 200, "{results}");
     assert_eq!(results[1]["rows"], serde_json::json!([["/db", 25], ["total", 25]]), "{results}");
     assert_eq!(results[2]["rows"], serde_json::json!([["passed"]]), "{results}");
 }
