@@ -20,6 +20,7 @@ mod counters;
 pub mod error;
 mod netlink_sys;
 mod owners;
+mod proc_dir_sys;
 mod proc_net;
 pub mod proc_root;
 pub mod records;

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Result, SnapError};
-use crate::owners::SocketOwners;
+use crate::owners::OwnerCache;
 use crate::proc_root::ProcRoot;
 use crate::records::{SnapshotRecord, SnapshotRecords, TcpCounterRecord};
 use crate::system::{ProcessMatch, SystemProbe};
@@ -45,6 +45,8 @@ pub struct Sampler {
     next_snap_id: u64,
     previous_counters: Option<(Instant, Vec<TcpCounterRecord>)>,
     probe: Option<SystemProbe>,
+    /// Socket owners learned by earlier snapshots: later ones read only what may have changed.
+    owners: OwnerCache,
 }
 
 /// One snapshot of the host (or of a copied /proc).
@@ -57,7 +59,13 @@ impl Sampler {
     /// now, so even the first snapshot reports CPU use (over at least 200 ms).
     pub fn new(options: SnapOptions) -> Self {
         let probe = options.proc_root.is_live().then(SystemProbe::new);
-        Sampler { options, next_snap_id: 0, previous_counters: None, probe }
+        Sampler {
+            options,
+            next_snap_id: 0,
+            previous_counters: None,
+            probe,
+            owners: OwnerCache::default(),
+        }
     }
 
     /// Starts numbering at `snap_id` (to continue a series already stored in a database).
@@ -79,13 +87,9 @@ impl Sampler {
         let sysctls = sysctl::read_incident_set(root, &self.options.sysctl_patterns)?;
         let (mut sockets, socket_source) =
             read_tcp_sockets(root, self.options.socket_source, &mut warnings)?;
-        let owners = SocketOwners::scan(root);
+        let owners = self.owners.refresh(root, &mut sockets);
         for socket in &mut sockets {
             socket.snap_id = snap_id;
-            if let Some((pid, name)) = owners.owner(socket.inode) {
-                socket.pid = Some(pid);
-                socket.process = Some(name.to_owned());
-            }
         }
         let mut socket_counts = proc_net::read_socket_counts(root, &mut warnings)?;
         socket_counts.iter_mut().for_each(|count| count.snap_id = snap_id);

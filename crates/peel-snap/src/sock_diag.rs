@@ -9,6 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::netlink_sys::DiagSocket;
+use crate::owners::IntMap;
 use crate::proc_net::{tcp_state_name, timer_name};
 use crate::records::SocketRecord;
 
@@ -17,69 +18,104 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The original inet_diag request type (linux/inet_diag.h), answered for IPv4 and IPv6 at once.
+const TCPDIAG_GETSOCK: u16 = 18;
 const INET_DIAG_INFO: u16 = 2;
 /// `struct inet_diag_msg`: family, state, timer, retrans, 48-byte id, expires, rqueue, wqueue, uid, inode.
 const DIAG_MSG_BYTES: usize = 72;
 const RECV_BUFFER_BYTES: usize = 256 * 1024;
 
-/// Reads every TCP socket of the current network namespace, IPv4 then IPv6.
+/// Reads every TCP socket of the current network namespace, IPv4 and IPv6 in one dump.
+///
+/// The request is the original `TCPDIAG_GETSOCK` form (`struct inet_diag_req`), which the kernel
+/// answers for both families in a single walk of its socket hash tables; `SOCK_DIAG_BY_FAMILY` takes
+/// one family per request, and each of the two dumps walks every socket of both families.
 pub(crate) fn dump_tcp() -> std::io::Result<Vec<SocketRecord>> {
     let socket = DiagSocket::open()?;
     let mut sockets = Vec::new();
     let mut buffer = vec![0u8; RECV_BUFFER_BYTES];
-    for (sequence, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
-        socket.send(&dump_request(family, sequence))?;
-        'dump: loop {
-            let received = socket.recv(&mut buffer)?;
-            if received == 0 {
-                return Err(invalid("netlink socket closed during a dump"));
+    let mut names = IpNames::default();
+    socket.send(&dump_request(1))?;
+    loop {
+        let received = socket.recv(&mut buffer)?;
+        if received == 0 {
+            return Err(invalid("netlink socket closed during a dump"));
+        }
+        let mut rest = &buffer[..received];
+        while rest.len() >= NLMSG_HDR_BYTES {
+            let length = u32_ne(rest, 0) as usize;
+            let kind = u16_ne(rest, 4);
+            if length < NLMSG_HDR_BYTES || length > rest.len() {
+                return Err(invalid("netlink message length out of bounds"));
             }
-            let mut rest = &buffer[..received];
-            while rest.len() >= NLMSG_HDR_BYTES {
-                let length = u32_ne(rest, 0) as usize;
-                let kind = u16_ne(rest, 4);
-                if length < NLMSG_HDR_BYTES || length > rest.len() {
-                    return Err(invalid("netlink message length out of bounds"));
+            let payload = &rest[NLMSG_HDR_BYTES..length];
+            match kind {
+                NLMSG_DONE => return Ok(sockets),
+                NLMSG_ERROR => {
+                    let errno = payload
+                        .get(..4)
+                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    return Err(std::io::Error::from_raw_os_error(-errno));
                 }
-                let payload = &rest[NLMSG_HDR_BYTES..length];
-                match kind {
-                    NLMSG_DONE => break 'dump,
-                    NLMSG_ERROR => {
-                        let errno = payload
-                            .get(..4)
-                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        return Err(std::io::Error::from_raw_os_error(-errno));
-                    }
-                    SOCK_DIAG_BY_FAMILY => sockets.push(parse_diag_msg(payload)?),
-                    _ => {}
-                }
-                rest = &rest[align4(length).min(rest.len())..];
+                TCPDIAG_GETSOCK => sockets.push(parse_diag_msg(payload, &mut names)?),
+                _ => {}
             }
+            rest = &rest[align4(length).min(rest.len())..];
         }
     }
-    Ok(sockets)
 }
 
-/// nlmsghdr + `struct inet_diag_req_v2` asking for all states of TCP sockets with tcp_info.
-fn dump_request(family: u8, sequence: u32) -> Vec<u8> {
-    const REQUEST_BYTES: usize = 56;
+/// nlmsghdr + `struct inet_diag_req` asking for TCP sockets of both families in every state, with
+/// tcp_info.
+fn dump_request(sequence: u32) -> Vec<u8> {
+    // family, src_len, dst_len, ext, 48-byte inet_diag_sockid, states, dbs.
+    const REQUEST_BYTES: usize = 60;
     let mut message = Vec::with_capacity(NLMSG_HDR_BYTES + REQUEST_BYTES);
     message.extend_from_slice(&((NLMSG_HDR_BYTES + REQUEST_BYTES) as u32).to_ne_bytes());
-    message.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    message.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
     message.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     message.extend_from_slice(&sequence.to_ne_bytes());
     message.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    message.push(family);
-    message.push(libc::IPPROTO_TCP as u8);
+    message.push(0); // family: ignored, the kernel dumps both
+    message.push(0); // src_len
+    message.push(0); // dst_len
     message.push(1 << (INET_DIAG_INFO - 1)); // idiag_ext: ask for tcp_info
-    message.push(0); // pad
+    message.resize(NLMSG_HDR_BYTES + 52, 0); // inet_diag_sockid: match everything
     message.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: every state
-    message.resize(NLMSG_HDR_BYTES + REQUEST_BYTES, 0); // inet_diag_sockid: match everything
+    message.extend_from_slice(&0u32.to_ne_bytes()); // idiag_dbs
     message
 }
 
-fn parse_diag_msg(payload: &[u8]) -> std::io::Result<SocketRecord> {
+/// Text forms of the addresses seen in a dump: most sockets share a handful of local addresses and
+/// a few thousand peers, and formatting an address costs more than copying its text.
+#[derive(Debug, Default)]
+struct IpNames {
+    v4: IntMap<u32, String>,
+    v6: IntMap<u128, String>,
+}
+
+impl IpNames {
+    const MAX_KNOWN: usize = 65_536;
+
+    fn name(&mut self, ip: IpAddr) -> String {
+        match ip {
+            IpAddr::V4(v4) => {
+                if self.v4.len() > Self::MAX_KNOWN {
+                    self.v4.clear();
+                }
+                self.v4.entry(u32::from(v4)).or_insert_with(|| v4.to_string()).clone()
+            }
+            IpAddr::V6(v6) => {
+                if self.v6.len() > Self::MAX_KNOWN {
+                    self.v6.clear();
+                }
+                self.v6.entry(u128::from(v6)).or_insert_with(|| v6.to_string()).clone()
+            }
+        }
+    }
+}
+
+fn parse_diag_msg(payload: &[u8], names: &mut IpNames) -> std::io::Result<SocketRecord> {
     if payload.len() < DIAG_MSG_BYTES {
         return Err(invalid("inet_diag_msg shorter than 72 bytes"));
     }
@@ -104,9 +140,9 @@ fn parse_diag_msg(payload: &[u8]) -> std::io::Result<SocketRecord> {
         snap_id: 0,
         family: if i32::from(family) == libc::AF_INET { "ipv4" } else { "ipv6" }.to_owned(),
         state: tcp_state_name(state).to_owned(),
-        local_ip: local_ip.to_string(),
+        local_ip: names.name(local_ip),
         local_port,
-        remote_ip: remote_ip.to_string(),
+        remote_ip: names.name(remote_ip),
         remote_port,
         // For LISTEN, rqueue is the accept queue and wqueue the backlog (tcp_diag_get_info).
         send_q_bytes: if listening { 0 } else { wqueue },
@@ -203,7 +239,8 @@ mod tests {
 
     #[test]
     fn listen_socket_reports_accept_queue_against_backlog() {
-        let socket = parse_diag_msg(&listen_message()).expect("valid message");
+        let socket =
+            parse_diag_msg(&listen_message(), &mut IpNames::default()).expect("valid message");
         assert_eq!(
             (socket.state.as_str(), socket.local_ip.as_str(), socket.local_port),
             ("LISTEN", "127.0.0.1", 8080)
@@ -226,7 +263,7 @@ mod tests {
         payload.extend_from_slice(&((4 + info.len()) as u16).to_ne_bytes());
         payload.extend_from_slice(&INET_DIAG_INFO.to_ne_bytes());
         payload.extend_from_slice(&info);
-        let socket = parse_diag_msg(&payload).expect("valid message");
+        let socket = parse_diag_msg(&payload, &mut IpNames::default()).expect("valid message");
         assert_eq!(
             (socket.rtt_us, socket.cwnd_segments, socket.bytes_received),
             (Some(250), Some(10), Some(4096))
@@ -237,6 +274,6 @@ mod tests {
 
     #[test]
     fn short_messages_are_errors() {
-        assert!(parse_diag_msg(&[0u8; 40]).is_err());
+        assert!(parse_diag_msg(&[0u8; 40], &mut IpNames::default()).is_err());
     }
 }

@@ -289,3 +289,111 @@ fn a_series_has_rates_cpu_and_the_matched_process() {
     }
     drop(pairs);
 }
+
+/// A child process holding one socket as its stdin; killed when dropped.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn spawn(socket: TcpStream) -> Holder {
+        let stdin = std::process::Stdio::from(std::os::fd::OwnedFd::from(socket));
+        let child = std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(stdin)
+            .spawn()
+            .expect("spawn sleep");
+        Holder(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Owner of every socket of the test's port that has an inode, by (local port, remote port).
+fn owners_of_port(snap: &SnapshotRecords, port: u16) -> BTreeMap<(u16, u16), Option<u32>> {
+    of_port(snap, IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+        .into_iter()
+        .filter(|s| s.inode != 0)
+        .map(|s| ((s.local_port, s.remote_port), s.pid))
+        .collect()
+}
+
+fn owner_of(snap: &SnapshotRecords, local_port: u16, remote_port: u16) -> Option<u32> {
+    let socket = snap
+        .sockets
+        .iter()
+        .find(|s| {
+            s.local_ip == "127.0.0.1" && s.local_port == local_port && s.remote_port == remote_port
+        })
+        .expect("socket in the snapshot");
+    socket.pid
+}
+
+/// A series keeps the descriptor walk of earlier snapshots and reads only what may have changed;
+/// its owners must stay those of a full walk while sockets open, close, reuse descriptor numbers,
+/// move to another process and are shared with one, and while that process exits.
+#[test]
+fn a_series_follows_sockets_that_open_close_and_move() {
+    let pid = std::process::id();
+    let mut pairs = open_pairs(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let port = port(&pairs);
+    let mut sampler = Sampler::new(SnapOptions {
+        socket_source: SocketSource::Netlink,
+        ..SnapOptions::default()
+    });
+    let first = sampler.snapshot().expect("first snapshot");
+    let owners = owners_of_port(&first, port);
+    assert_eq!(owners.len(), 1 + 2 * CONNECTIONS);
+    assert!(owners.values().all(|owner| *owner == Some(pid)), "{owners:?}");
+
+    // Between two samples: four clients close, one client moves to a child process, one is shared
+    // with another child, and new connections take the freed descriptor numbers.
+    let port_of = |stream: &TcpStream| stream.local_addr().expect("address").port();
+    let moved = pairs.clients.remove(4);
+    let moved_port = port_of(&moved);
+    let shared_port = port_of(&pairs.clients[4]);
+    let alone = Holder::spawn(moved);
+    let with_us = Holder::spawn(pairs.clients[4].try_clone().expect("clone"));
+    let closed: Vec<u16> = pairs.clients.drain(..4).map(|c| port_of(&c)).collect();
+    let addr = pairs.listener.local_addr().expect("listener address");
+    for _ in 0..4 {
+        pairs.clients.push(TcpStream::connect(addr).expect("connect"));
+        pairs.servers.push(pairs.listener.accept().expect("accept").0);
+    }
+    let new_ports: Vec<u16> =
+        pairs.clients[pairs.clients.len() - 4..].iter().map(port_of).collect();
+
+    let second = sampler.snapshot().expect("second snapshot");
+    let full = take(SnapOptions { socket_source: SocketSource::Netlink, ..SnapOptions::default() })
+        .expect("full walk");
+    assert_eq!(owners_of_port(&second, port), owners_of_port(&full, port));
+    assert_eq!(owner_of(&second, moved_port, port), Some(alone.pid()));
+    assert_eq!(owner_of(&second, shared_port, port), Some(pid.min(with_us.pid())));
+    for new_port in &new_ports {
+        assert_eq!(owner_of(&second, *new_port, port), Some(pid));
+        assert_eq!(owner_of(&second, port, *new_port), Some(pid));
+    }
+    for closed_port in &closed {
+        // The client end is closed (orphaned, no inode); the server end waits in CLOSE_WAIT.
+        assert_eq!(owner_of(&second, port, *closed_port), Some(pid));
+    }
+
+    // Both children exit: the moved socket closes with its only holder, the shared one is ours.
+    drop(alone);
+    drop(with_us);
+    let third = sampler.snapshot().expect("third snapshot");
+    let full = take(SnapOptions { socket_source: SocketSource::Netlink, ..SnapOptions::default() })
+        .expect("full walk");
+    assert_eq!(owners_of_port(&third, port), owners_of_port(&full, port));
+    assert_eq!(owner_of(&third, shared_port, port), Some(pid));
+    assert!(owners_of_port(&third, port).values().all(|owner| *owner == Some(pid)));
+    assert!(!owners_of_port(&third, port).contains_key(&(moved_port, port)));
+    drop(pairs);
+}
