@@ -1,5 +1,5 @@
-//! TCP sockets through netlink sock_diag (`inet_diag`), the interface `ss` uses: one dump per
-//! address family returns every socket with tcp_info, and for LISTEN sockets the accept queue and
+//! TCP sockets through netlink sock_diag (`inet_diag`), the interface `ss` uses: one dump returns
+//! every socket with tcp_info, and for LISTEN sockets the accept queue and
 //! the backlog (which /proc/net/tcp does not show).
 //!
 //! Messages are built and parsed here from their documented byte layouts (linux/inet_diag.h,
@@ -20,62 +20,98 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 /// The original inet_diag request type (linux/inet_diag.h), answered for IPv4 and IPv6 at once.
 const TCPDIAG_GETSOCK: u16 = 18;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const INET_DIAG_INFO: u16 = 2;
 /// `struct inet_diag_msg`: family, state, timer, retrans, 48-byte id, expires, rqueue, wqueue, uid, inode.
 const DIAG_MSG_BYTES: usize = 72;
 const RECV_BUFFER_BYTES: usize = 256 * 1024;
 
-/// Reads every TCP socket of the current network namespace, IPv4 and IPv6 in one dump.
+/// Reads every TCP socket of the current network namespace, IPv4 and IPv6.
 ///
-/// The request is the original `TCPDIAG_GETSOCK` form (`struct inet_diag_req`), which the kernel
-/// answers for both families in a single walk of its socket hash tables; `SOCK_DIAG_BY_FAMILY` takes
-/// one family per request, and each of the two dumps walks every socket of both families.
+/// The first request is the original `TCPDIAG_GETSOCK` form (`struct inet_diag_req`), which the
+/// kernel answers for both families in a single walk of its socket hash tables; with
+/// `SOCK_DIAG_BY_FAMILY` (one family per request) each of the two dumps walks every socket of both
+/// families, which costs a third more. A kernel that refuses the old form gets the per-family one.
 pub(crate) fn dump_tcp() -> std::io::Result<Vec<SocketRecord>> {
     let socket = DiagSocket::open()?;
-    let mut sockets = Vec::new();
-    let mut buffer = vec![0u8; RECV_BUFFER_BYTES];
-    let mut names = IpNames::default();
-    socket.send(&dump_request(1))?;
-    loop {
-        let received = socket.recv(&mut buffer)?;
-        if received == 0 {
-            return Err(invalid("netlink socket closed during a dump"));
-        }
-        let mut rest = &buffer[..received];
-        while rest.len() >= NLMSG_HDR_BYTES {
-            let length = u32_ne(rest, 0) as usize;
-            let kind = u16_ne(rest, 4);
-            if length < NLMSG_HDR_BYTES || length > rest.len() {
-                return Err(invalid("netlink message length out of bounds"));
+    let mut dump = Dump {
+        socket,
+        buffer: vec![0u8; RECV_BUFFER_BYTES],
+        names: IpNames::default(),
+        sockets: Vec::new(),
+    };
+    let both = compat_request(1);
+    if dump.run(&both, TCPDIAG_GETSOCK).is_ok() {
+        return Ok(dump.sockets);
+    }
+    dump.sockets.clear();
+    dump.run(&family_request(libc::AF_INET as u8, 2), SOCK_DIAG_BY_FAMILY)?;
+    dump.run(&family_request(libc::AF_INET6 as u8, 3), SOCK_DIAG_BY_FAMILY)?;
+    Ok(dump.sockets)
+}
+
+/// One netlink socket and what its dumps collected.
+#[derive(Debug)]
+struct Dump {
+    socket: DiagSocket,
+    buffer: Vec<u8>,
+    names: IpNames,
+    sockets: Vec<SocketRecord>,
+}
+
+impl Dump {
+    /// Sends `request` and parses the replies of type `reply` until the dump is done.
+    fn run(&mut self, request: &[u8], reply: u16) -> std::io::Result<()> {
+        self.socket.send(request)?;
+        loop {
+            let received = self.socket.recv(&mut self.buffer)?;
+            if received == 0 {
+                return Err(invalid("netlink socket closed during a dump"));
             }
-            let payload = &rest[NLMSG_HDR_BYTES..length];
-            match kind {
-                NLMSG_DONE => return Ok(sockets),
-                NLMSG_ERROR => {
-                    let errno = payload
-                        .get(..4)
-                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                    return Err(std::io::Error::from_raw_os_error(-errno));
+            let mut rest = &self.buffer[..received];
+            while rest.len() >= NLMSG_HDR_BYTES {
+                let length = u32_ne(rest, 0) as usize;
+                let kind = u16_ne(rest, 4);
+                if length < NLMSG_HDR_BYTES || length > rest.len() {
+                    return Err(invalid("netlink message length out of bounds"));
                 }
-                TCPDIAG_GETSOCK => sockets.push(parse_diag_msg(payload, &mut names)?),
-                _ => {}
+                let payload = &rest[NLMSG_HDR_BYTES..length];
+                match kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let errno = payload
+                            .get(..4)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        return Err(std::io::Error::from_raw_os_error(-errno));
+                    }
+                    kind if kind == reply => {
+                        self.sockets.push(parse_diag_msg(payload, &mut self.names)?);
+                    }
+                    _ => {}
+                }
+                rest = &rest[align4(length).min(rest.len())..];
             }
-            rest = &rest[align4(length).min(rest.len())..];
         }
     }
 }
 
-/// nlmsghdr + `struct inet_diag_req` asking for TCP sockets of both families in every state, with
-/// tcp_info.
-fn dump_request(sequence: u32) -> Vec<u8> {
-    // family, src_len, dst_len, ext, 48-byte inet_diag_sockid, states, dbs.
-    const REQUEST_BYTES: usize = 60;
-    let mut message = Vec::with_capacity(NLMSG_HDR_BYTES + REQUEST_BYTES);
-    message.extend_from_slice(&((NLMSG_HDR_BYTES + REQUEST_BYTES) as u32).to_ne_bytes());
-    message.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+/// nlmsghdr for a dump request of `kind` carrying `body_bytes`.
+fn request_header(kind: u16, sequence: u32, body_bytes: usize) -> Vec<u8> {
+    let mut message = Vec::with_capacity(NLMSG_HDR_BYTES + body_bytes);
+    message.extend_from_slice(&((NLMSG_HDR_BYTES + body_bytes) as u32).to_ne_bytes());
+    message.extend_from_slice(&kind.to_ne_bytes());
     message.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     message.extend_from_slice(&sequence.to_ne_bytes());
     message.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    message
+}
+
+/// `struct inet_diag_req` (the old form): TCP sockets of both families in every state, with
+/// tcp_info.
+fn compat_request(sequence: u32) -> Vec<u8> {
+    // family, src_len, dst_len, ext, 48-byte inet_diag_sockid, states, dbs.
+    const REQUEST_BYTES: usize = 60;
+    let mut message = request_header(TCPDIAG_GETSOCK, sequence, REQUEST_BYTES);
     message.push(0); // family: ignored, the kernel dumps both
     message.push(0); // src_len
     message.push(0); // dst_len
@@ -83,6 +119,19 @@ fn dump_request(sequence: u32) -> Vec<u8> {
     message.resize(NLMSG_HDR_BYTES + 52, 0); // inet_diag_sockid: match everything
     message.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: every state
     message.extend_from_slice(&0u32.to_ne_bytes()); // idiag_dbs
+    message
+}
+
+/// `struct inet_diag_req_v2`: TCP sockets of `family` in every state, with tcp_info.
+fn family_request(family: u8, sequence: u32) -> Vec<u8> {
+    const REQUEST_BYTES: usize = 56;
+    let mut message = request_header(SOCK_DIAG_BY_FAMILY, sequence, REQUEST_BYTES);
+    message.push(family);
+    message.push(libc::IPPROTO_TCP as u8);
+    message.push(1 << (INET_DIAG_INFO - 1)); // idiag_ext: ask for tcp_info
+    message.push(0); // pad
+    message.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: every state
+    message.resize(NLMSG_HDR_BYTES + REQUEST_BYTES, 0); // inet_diag_sockid: match everything
     message
 }
 
@@ -270,6 +319,29 @@ mod tests {
         );
         assert_eq!(socket.accept_queue, None);
         assert_eq!(socket.recv_q_bytes, 129);
+    }
+
+    /// The single dump and the per-family fallback find the same listener.
+    #[test]
+    fn both_request_forms_see_the_same_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("address").port();
+        let find = |request: Vec<u8>, reply: u16| {
+            let mut dump = Dump {
+                socket: DiagSocket::open().expect("netlink socket"),
+                buffer: vec![0u8; RECV_BUFFER_BYTES],
+                names: IpNames::default(),
+                sockets: Vec::new(),
+            };
+            dump.run(&request, reply).expect("dump");
+            dump.sockets
+                .into_iter()
+                .find(|s| s.state == "LISTEN" && s.local_port == port && s.local_ip == "127.0.0.1")
+                .map(|s| s.inode)
+        };
+        let both = find(compat_request(1), TCPDIAG_GETSOCK);
+        assert!(both.is_some_and(|inode| inode != 0));
+        assert_eq!(both, find(family_request(libc::AF_INET as u8, 1), SOCK_DIAG_BY_FAMILY));
     }
 
     #[test]
