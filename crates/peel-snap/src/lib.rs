@@ -23,6 +23,7 @@ mod owners;
 mod proc_dir_sys;
 mod proc_net;
 pub mod proc_root;
+mod proc_system;
 pub mod records;
 pub mod sampler;
 mod sock_diag;

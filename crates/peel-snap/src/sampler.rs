@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::{Result, SnapError};
 use crate::owners::OwnerCache;
 use crate::proc_root::ProcRoot;
+use crate::proc_system::FilesProbe;
 use crate::records::{SnapshotRecord, SnapshotRecords, TcpCounterRecord};
 use crate::system::{ProcessMatch, SystemProbe};
 use crate::{counters, proc_net, sock_diag, sysctl};
@@ -33,7 +34,7 @@ pub struct SnapOptions {
     pub proc_root: ProcRoot,
     /// Sysctl keys or globs read in addition to the curated incident set.
     pub sysctl_patterns: Vec<String>,
-    /// Processes to report (CPU, memory, fds, sockets, children); live host only.
+    /// Processes to report (CPU, memory, fds, sockets, children).
     pub processes: Vec<ProcessMatch>,
     pub socket_source: SocketSource,
 }
@@ -44,9 +45,18 @@ pub struct Sampler {
     options: SnapOptions,
     next_snap_id: u64,
     previous_counters: Option<(Instant, Vec<TcpCounterRecord>)>,
-    probe: Option<SystemProbe>,
+    probe: Probe,
     /// Socket owners learned by earlier snapshots: later ones read only what may have changed.
     owners: OwnerCache,
+}
+
+/// Where CPU, load, memory and processes come from.
+#[derive(Debug)]
+enum Probe {
+    /// `sysinfo` on the live host.
+    Live(Box<SystemProbe>),
+    /// The files of a copied /proc.
+    Files(FilesProbe),
 }
 
 /// One snapshot of the host (or of a copied /proc).
@@ -58,7 +68,11 @@ impl Sampler {
     /// A sampler whose first snapshot gets `snap_id` 0. On the live host the CPU baseline is taken
     /// now, so even the first snapshot reports CPU use (over at least 200 ms).
     pub fn new(options: SnapOptions) -> Self {
-        let probe = options.proc_root.is_live().then(SystemProbe::new);
+        let probe = if options.proc_root.is_live() {
+            Probe::Live(Box::new(SystemProbe::new()))
+        } else {
+            Probe::Files(FilesProbe::default())
+        };
         Sampler {
             options,
             next_snap_id: 0,
@@ -107,19 +121,13 @@ impl Sampler {
         self.previous_counters = Some((counters_at, tcp_counters.clone()));
 
         let (system, cpus, processes) = match &mut self.probe {
-            Some(probe) => {
+            Probe::Live(probe) => {
                 let (system, cpus, processes) =
                     probe.sample(snap_id, &self.options.processes, &owners);
                 (Some(system), cpus, processes)
             }
-            None => {
-                if !self.options.processes.is_empty() {
-                    warnings.push(format!(
-                        "processes are read only on the live host, not from {}",
-                        root.dir().display()
-                    ));
-                }
-                (None, Vec::new(), Vec::new())
+            Probe::Files(probe) => {
+                probe.sample(root, snap_id, &self.options.processes, &owners, &mut warnings)
             }
         };
 

@@ -1,5 +1,5 @@
 //! CPU, load, memory and the processes an incident is about (gunicorn, uwsgi, node, postgres),
-//! through `sysinfo`. Only the live host: a copied /proc has no meaningful CPU deltas.
+//! through `sysinfo`, on the live host. A copied /proc is read from its files (`proc_system`).
 //!
 //! CPU use is a difference between two readings, so a probe keeps its `sysinfo::System` between
 //! snapshots and waits out sysinfo's minimum interval before the first reading it reports.
@@ -30,18 +30,33 @@ impl ProcessMatch {
     }
 
     fn matches(&self, pid: u32, process: &sysinfo::Process) -> bool {
+        let args: Vec<String> =
+            process.cmd().iter().take(2).map(|arg| arg.to_string_lossy().into_owned()).collect();
+        self.matches_command(
+            pid,
+            &process.name().to_string_lossy(),
+            args.iter().map(String::as_str),
+        )
+    }
+
+    /// Matches a process by pid, or by its name or the program of its first two arguments.
+    pub(crate) fn matches_command<'a>(
+        &self,
+        pid: u32,
+        name: &str,
+        args: impl Iterator<Item = &'a str>,
+    ) -> bool {
         match self {
             ProcessMatch::Pid(wanted) => *wanted == pid,
-            ProcessMatch::Name(name) => {
-                if process.name().to_string_lossy() == name.as_str() {
+            ProcessMatch::Name(wanted) => {
+                if name == wanted.as_str() {
                     return true;
                 }
                 // `python3 /usr/bin/gunicorn app:wsgi`, `gunicorn: worker [app]`, `uwsgi --ini ...`
-                process.cmd().iter().take(2).any(|arg| {
-                    let arg = arg.to_string_lossy();
+                args.take(2).any(|arg| {
                     let program = arg.split_whitespace().next().unwrap_or("");
                     let base = program.rsplit('/').next().unwrap_or(program);
-                    base == name.as_str() || base.strip_suffix(':') == Some(name.as_str())
+                    base == wanted.as_str() || base.strip_suffix(':') == Some(wanted.as_str())
                 })
             }
         }

@@ -1,12 +1,13 @@
 //! Snapshots of a fixture /proc tree (tests/data/proc-incident): an app server on :8000 with a full
 //! accept queue and a CLOSE_WAIT pile-up, connections to PostgreSQL in ESTABLISHED and TIME_WAIT,
-//! an IPv6 listener, and two malformed lines in net/tcp.
+//! an IPv6 listener, and two malformed lines in net/tcp; its processes (a gunicorn master and
+//! worker, nginx) and the host's load, memory and CPU lines as a copied /proc has them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use peel_snap::aggregate::summarize;
-use peel_snap::records::SnapshotRecords;
-use peel_snap::{sysctl, take, ProcRoot, ProcessMatch, SnapOptions};
+use peel_snap::records::{ProcessRecord, SnapshotRecords};
+use peel_snap::{sysctl, take, ProcRoot, ProcessMatch, Sampler, SnapOptions};
 
 fn fixture_root() -> ProcRoot {
     ProcRoot::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/proc-incident"))
@@ -185,19 +186,132 @@ fn sysctls_curated_and_globbed() {
     assert!(err.to_string().starts_with("unknown sysctl key 'net.core.no_such_key'"), "{err}");
 }
 
-#[test]
-fn processes_are_not_invented_for_a_copied_proc() {
-    let snap = take(SnapOptions {
-        proc_root: fixture_root(),
-        processes: vec![ProcessMatch::parse("gunicorn")],
+fn with_processes(root: ProcRoot, names: &[&str]) -> Sampler {
+    Sampler::new(SnapOptions {
+        proc_root: root,
+        processes: names.iter().map(|name| ProcessMatch::parse(name)).collect(),
         ..SnapOptions::default()
     })
-    .expect("fixture snapshot");
-    assert!(snap.processes.is_empty() && snap.system.is_none());
-    assert!(snap
-        .warnings
-        .iter()
-        .any(|w| w.starts_with("processes are read only on the live host")));
+}
+
+#[test]
+fn processes_and_system_from_a_copied_proc() {
+    let snap = with_processes(fixture_root(), &["gunicorn", "4244"]).snapshot().expect("snapshot");
+    assert!(snap.warnings.iter().all(|w| w.starts_with("net/tcp:")), "{:?}", snap.warnings);
+    let process = |pid: u32, name: &str, cmdline: &str, threads: u32, rss_kib: u64| ProcessRecord {
+        snap_id: 0,
+        pid,
+        name: name.to_owned(),
+        cmdline: cmdline.to_owned(),
+        cpu_pct: None, // one copy has no CPU deltas
+        rss_bytes: rss_kib * 1024,
+        threads,
+        open_fds: None,
+        fd_limit: None,
+        sockets: None,
+        children: 0,
+    };
+    let expected = vec![
+        ProcessRecord {
+            open_fds: Some(7),
+            fd_limit: Some(1024),
+            sockets: Some(6),
+            children: 1,
+            ..process(
+                4242,
+                "gunicorn",
+                "/usr/bin/python3 /usr/bin/gunicorn app:wsgi -w 2",
+                1,
+                51_200,
+            )
+        },
+        ProcessRecord {
+            open_fds: Some(5),
+            fd_limit: Some(1024),
+            sockets: Some(4),
+            ..process(4243, "python3", "gunicorn: worker [app]", 4, 204_800)
+        },
+        ProcessRecord {
+            open_fds: Some(3),
+            fd_limit: Some(65536),
+            sockets: Some(2),
+            ..process(4244, "nginx", "nginx: master process /usr/sbin/nginx", 1, 10_240)
+        },
+    ];
+    assert_eq!(snap.processes, expected);
+
+    let system = snap.system.expect("system from loadavg, meminfo and stat");
+    assert_eq!((system.load1, system.load5, system.load15), (12.4, 9.8, 5.1));
+    assert_eq!(system.cpu_count, 2);
+    assert_eq!(snap.cpus.len(), 2);
+    assert_eq!(
+        (system.mem_total_bytes, system.mem_available_bytes, system.mem_used_bytes),
+        (8_048_576 * 1024, 2_013_144 * 1024, (8_048_576 - 2_013_144) * 1024)
+    );
+    assert_eq!((system.swap_total_bytes, system.swap_used_bytes), (0, 0));
+    assert_eq!((system.cpu_usage_pct, system.cpu_max_pct), (None, None));
+}
+
+/// Copies a tree, keeping symbolic links as links (as `tar` does with /proc/<pid>/fd).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create directory");
+    for entry in std::fs::read_dir(from).expect("read directory") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().expect("file type");
+        if kind.is_symlink() {
+            let link = std::fs::read_link(entry.path()).expect("read link");
+            std::os::unix::fs::symlink(link, &target).expect("symlink");
+        } else if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A copy whose files move between two snapshots (ten seconds of uptime): CPU use becomes the
+/// difference, per CPU, overall and per process.
+#[test]
+fn a_series_over_a_changing_copy_measures_cpu() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    copy_tree(fixture_root().dir(), dir.path());
+    let mut sampler = with_processes(ProcRoot::new(dir.path()), &["nginx"]);
+    let first = sampler.snapshot().expect("first snapshot");
+    assert_eq!(first.processes[0].cpu_pct, None);
+
+    let write =
+        |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+    write("uptime", "86410.00 160010.00\n");
+    // 2000 ticks on 2 CPUs in 10 s: cpu0 busy 800 of 1000, cpu1 busy 200 of 1000.
+    write(
+        "stat",
+        "cpu  1000800 2000 400200 15000980 80020 0 18000 0 0 0\n\
+         cpu0 520600 1000 210200 7400180 40020 0 9000 0 0 0\n\
+         cpu1 480200 1000 190000 7600800 40000 0 9000 0 0 0\n",
+    );
+    let stat = std::fs::read_to_string(dir.path().join("4244/stat")).expect("stat");
+    // utime 900 -> 1300, stime 600 -> 700: 500 ticks in 10 s is half a CPU.
+    write("4244/stat", &stat.replacen(" 900 600 ", " 1300 700 ", 1));
+    let second = sampler.snapshot().expect("second snapshot");
+    let system = second.system.expect("system");
+    let usage: Vec<Option<f64>> = second.cpus.iter().map(|c| c.usage_pct).collect();
+    assert_eq!(usage, vec![Some(80.0), Some(20.0)]);
+    assert_eq!((system.cpu_usage_pct, system.cpu_max_pct), (Some(50.0), Some(80.0)));
+    assert_eq!(second.processes[0].pid, 4244);
+    let cpu_pct = second.processes[0].cpu_pct.expect("cpu use over the interval");
+    assert!((cpu_pct - 50.0).abs() < 1e-9, "{cpu_pct}");
+}
+
+#[test]
+fn a_copy_without_system_files_warns() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    copy_tree(fixture_root().dir(), dir.path());
+    std::fs::remove_file(dir.path().join("meminfo")).expect("remove meminfo");
+    let snap = take(SnapOptions { proc_root: ProcRoot::new(dir.path()), ..SnapOptions::default() })
+        .expect("snapshot");
+    assert!(snap.system.is_none() && snap.cpus.is_empty());
+    assert!(snap.warnings.iter().any(|w| w.starts_with("no loadavg, meminfo or stat in")));
 }
 
 #[test]

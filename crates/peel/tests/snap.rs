@@ -28,6 +28,7 @@ fn table_of_a_fixture_proc_tree() {
     assert_eq!(
         rest,
         "\
+load 12.40 9.80 5.10  2 cpus  memory 5.8 GiB used of 7.7 GiB, 1.9 GiB available
 tcp sockets 14: CLOSE_WAIT 5, ESTABLISHED 4, LISTEN 2, TIME_WAIT 2, SYN_RECV 1
 TIME_WAIT 2  CLOSE_WAIT 5  SYN_RECV 1
 other sockets: udp ESTABLISHED 1, udp UNCONN 1, unix_dgram UNCONN 1, unix_stream ESTABLISHED 2, unix_stream LISTEN 1
@@ -88,7 +89,8 @@ fn json_of_a_fixture_proc_tree() {
     assert_eq!(json["sockets"].as_array().map(Vec::len), Some(14));
     assert_eq!(json["summary"]["close_wait"], 5);
     assert_eq!(json["summary"]["accept_queues_near_backlog"][0]["local_port"], 8000);
-    assert!(json["system"].is_null());
+    assert_eq!(json["system"]["load1"], 12.4);
+    assert_eq!(json["system"]["cpu_count"], 2);
 }
 
 #[test]

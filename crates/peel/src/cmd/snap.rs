@@ -32,12 +32,16 @@ the window is shown next to the load average. A high load with a low CPU peak me
 to waiting (connections, queues, locks), not to computing. Ctrl-C ends a series early and still
 prints it.
 
---proc-root reads a copy of another host's /proc (net/, sys/, and <pid>/comm with <pid>/fd as
-symlinks for owners), so a snapshot can be analyzed offline; CPU and processes are then not
-available. /proc files report a size of 0, so tar and cp store them empty; copy them with cat:
+--proc-root reads a copy of another host's /proc, so a snapshot can be analyzed offline: net/
+and sys/ for sockets, counters and sysctls; loadavg, meminfo, stat and uptime for load, memory and
+CPU; and per process stat, status, limits, cmdline, comm and fd/ (kept as symlinks) for --process
+and socket owners. CPU use is a difference between two readings, so a single copy has none. /proc
+files report a size of 0, so tar and cp store them empty; copy them with cat:
   dest=$PWD/copy; cd /proc
-  for f in net/tcp net/tcp6 net/udp net/udp6 net/unix net/netstat net/snmp net/sockstat \\
-      net/sockstat6; do mkdir -p $dest/${f%/*}; cat $f > $dest/$f; done
+  for f in loadavg meminfo stat uptime net/tcp net/tcp6 net/udp net/udp6 net/unix net/netstat \\
+      net/snmp net/sockstat net/sockstat6 [0-9]*/stat [0-9]*/status [0-9]*/limits \\
+      [0-9]*/cmdline [0-9]*/comm; do mkdir -p "$(dirname $dest/$f)"; cat $f > $dest/$f; done 2>/dev/null
+  for d in [0-9]*/fd; do mkdir -p $dest/$d; cp -P $d/* $dest/$d/; done 2>/dev/null
   find sys/net sys/fs sys/kernel/hostname -type f -readable | while read f; do
       mkdir -p $dest/${f%/*}; cat $f > $dest/$f; done 2>/dev/null
 
