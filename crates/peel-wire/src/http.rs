@@ -159,7 +159,7 @@ impl HttpFramer {
                 }
                 State::ChunkDataEnd => {
                     // The CRLF after a chunk's data.
-                    let used = data.iter().position(|&b| b == b'\n').map_or(data.len(), |i| i + 1);
+                    let used = memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1);
                     self.msg_bytes += used as u64;
                     if data[used - 1] == b'\n' {
                         self.state = State::ChunkSize;
@@ -178,7 +178,7 @@ impl HttpFramer {
 
     /// Consumes up to and including a '\n' (or all of `data`), handling the line when complete.
     fn take_line(&mut self, ts_ns: i64, data: &[u8], out: &mut Vec<HttpEvent>) -> usize {
-        let newline = data.iter().position(|&b| b == b'\n');
+        let newline = memchr::memchr(b'\n', data);
         let used = newline.map_or(data.len(), |i| i + 1);
         if self.state == State::StartLine && !self.msg_open {
             // Blank lines between messages are tolerated (RFC 9112 2.2) and belong to no message.
@@ -278,7 +278,7 @@ impl HttpFramer {
     }
 
     fn header(&mut self, line: &[u8]) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             return;
         };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
@@ -356,14 +356,12 @@ fn parse_simple_request(line: &[u8]) -> Option<String> {
     let (Some(b"GET"), Some(target), None) = (parts.next(), parts.next(), parts.next()) else {
         return None;
     };
-    target.starts_with(b"/").then(|| String::from_utf8_lossy(target).into_owned())
+    target.starts_with(b"/").then(|| owned_text(target))
 }
 
 /// A start line holding only a well-known method (`OPTIONS`): a broken request, but a request.
 fn parse_bare_method(line: &[u8]) -> Option<(String, String)> {
-    KNOWN_METHODS
-        .contains(&line)
-        .then(|| (String::from_utf8_lossy(line).into_owned(), String::new()))
+    KNOWN_METHODS.contains(&line).then(|| (owned_text(line), String::new()))
 }
 
 const KNOWN_METHODS: &[&[u8]] =
@@ -388,10 +386,16 @@ fn parse_full_request_line(line: &[u8]) -> Option<(String, String)> {
     if !is_method(method) || !version.starts_with(b"HTTP/1.") {
         return None;
     }
-    Some((
-        String::from_utf8_lossy(method).into_owned(),
-        String::from_utf8_lossy(target).into_owned(),
-    ))
+    Some((owned_text(method), owned_text(target)))
+}
+
+/// The bytes as text, invalid UTF-8 replaced (as `from_utf8_lossy`); valid text, the usual
+/// case, takes the faster validating path.
+fn owned_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// `HTTP/1.x SP 3DIGIT ...`
