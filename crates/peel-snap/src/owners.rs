@@ -75,14 +75,17 @@ impl SocketOwners {
     }
 }
 
-/// One descriptor: its number, the socket inode it links to (0: not a socket), and the refresh
-/// that last read its link.
+/// One descriptor: its number, the socket inode it links to (0: not a socket), the refresh that
+/// last read its link, and where its socket is in the current dump ([`NOT_IN_DUMP`] if nowhere).
 #[derive(Debug, Clone, Copy)]
 struct Fd {
     number: u32,
     inode: u64,
     read_in: u64,
+    dump_index: u32,
 }
+
+const NOT_IN_DUMP: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct ProcessFds {
@@ -112,6 +115,8 @@ pub(crate) struct OwnerCache {
     unowned: IntSet<u64>,
     refreshes: u64,
     scratch: Scratch,
+    /// Inode -> index in the dump; kept only to reuse its allocation.
+    live: IntMap<u64, u32>,
 }
 
 /// Which descriptors of a process to read again.
@@ -134,7 +139,8 @@ impl OwnerCache {
     ) -> SocketOwners {
         let first = self.refreshes == 0;
         self.refreshes += 1;
-        let mut live: IntMap<u64, u32> = IntMap::default();
+        let mut live = std::mem::take(&mut self.live);
+        live.clear();
         live.reserve(sockets.len());
         for (index, socket) in sockets.iter().enumerate() {
             if socket.inode != 0 {
@@ -149,14 +155,14 @@ impl OwnerCache {
             self.refresh_process(root, pid, walk, &live, &mut gained);
         }
         if walk == Walk::Changed && !gained.is_empty() {
-            self.reread_holders_of(root, &gained);
+            self.reread_holders_of(root, &live, &gained);
         }
-        let mut holders = self.holders(&live, sockets.len());
+        let mut holders = self.holders(sockets.len());
         if walk == Walk::Changed && self.has_unknown(sockets, &holders) {
             for &pid in &pids {
                 self.refresh_process(root, pid, Walk::Full, &live, &mut gained);
             }
-            holders = self.holders(&live, sockets.len());
+            holders = self.holders(sockets.len());
         }
         self.unowned.clear();
         self.shared.clear();
@@ -176,6 +182,7 @@ impl OwnerCache {
                 }
             }
         }
+        self.live = live;
         SocketOwners { sockets_by_pid: holders.sockets_by_pid }
     }
 
@@ -219,13 +226,12 @@ impl OwnerCache {
             while old.next_if(|fd| fd.number < number).is_some() {}
             let cached = old.next_if(|fd| fd.number == number).copied();
             if let Some(fd) = cached {
-                let trusted = walk == Walk::Changed
-                    && fd.inode != 0
-                    && live.contains_key(&fd.inode)
-                    && !self.shared.contains(&fd.inode);
-                if trusted {
-                    scratch.merged.push(fd);
-                    continue;
+                let dump_index = live.get(&fd.inode).copied();
+                if let Some(dump_index) = dump_index {
+                    if walk == Walk::Changed && !self.shared.contains(&fd.inode) {
+                        scratch.merged.push(Fd { dump_index, ..fd });
+                        continue;
+                    }
                 }
             }
             let mut name = [0u8; 12];
@@ -236,7 +242,8 @@ impl OwnerCache {
             if inode != 0 && cached.is_none_or(|fd| fd.inode != inode) {
                 gained.insert(inode);
             }
-            scratch.merged.push(Fd { number, inode, read_in: refresh });
+            let dump_index = live.get(&inode).copied().unwrap_or(NOT_IN_DUMP);
+            scratch.merged.push(Fd { number, inode, read_in: refresh, dump_index });
         }
         std::mem::swap(&mut process.fds, &mut scratch.merged);
         if process.fds.iter().any(|fd| fd.inode != 0) {
@@ -249,7 +256,12 @@ impl OwnerCache {
 
     /// Reads again every descriptor not read in this refresh that the cache says holds one of
     /// `gained`: a socket that got a new holder may have lost an old one.
-    fn reread_holders_of(&mut self, root: &ProcRoot, gained: &IntSet<u64>) {
+    fn reread_holders_of(
+        &mut self,
+        root: &ProcRoot,
+        live: &IntMap<u64, u32>,
+        gained: &IntSet<u64>,
+    ) {
         let refresh = self.refreshes;
         let scratch = &mut self.scratch;
         for (pid, process) in &mut self.processes {
@@ -270,6 +282,7 @@ impl OwnerCache {
                     Ok(target) => {
                         fd.inode = socket_inode(target).unwrap_or(0);
                         fd.read_in = refresh;
+                        fd.dump_index = live.get(&fd.inode).copied().unwrap_or(NOT_IN_DUMP);
                         true
                     }
                     Err(_) => false,
@@ -278,16 +291,18 @@ impl OwnerCache {
         }
     }
 
-    /// Who holds each socket of the dump, and how many socket descriptors each process has.
-    fn holders(&self, live: &IntMap<u64, u32>, socket_count: usize) -> Holders {
+    /// Who holds each socket of the dump, and how many socket descriptors each process has. Every
+    /// cached descriptor was placed in the current dump by this refresh.
+    fn holders(&self, socket_count: usize) -> Holders {
         let mut holders =
             Holders { by_socket: vec![(0, 0); socket_count], sockets_by_pid: IntMap::default() };
         for (&pid, process) in &self.processes {
             let mut sockets = 0u32;
             for fd in process.fds.iter().filter(|fd| fd.inode != 0) {
                 sockets += 1;
-                let Some(&index) = live.get(&fd.inode) else { continue };
-                let (owner, count) = &mut holders.by_socket[index as usize];
+                let Some((owner, count)) = holders.by_socket.get_mut(fd.dump_index as usize) else {
+                    continue;
+                };
                 *owner = if *count == 0 { pid } else { (*owner).min(pid) };
                 *count += 1;
             }

@@ -48,6 +48,8 @@ pub struct Sampler {
     probe: Probe,
     /// Socket owners learned by earlier snapshots: later ones read only what may have changed.
     owners: OwnerCache,
+    /// TCP sockets in the previous snapshot, to size the next one's vector.
+    last_socket_count: usize,
 }
 
 /// Where CPU, load, memory and processes come from.
@@ -79,6 +81,7 @@ impl Sampler {
             previous_counters: None,
             probe,
             owners: OwnerCache::default(),
+            last_socket_count: 0,
         }
     }
 
@@ -99,8 +102,13 @@ impl Sampler {
         let mut warnings = Vec::new();
 
         let sysctls = sysctl::read_incident_set(root, &self.options.sysctl_patterns)?;
-        let (mut sockets, socket_source) =
-            read_tcp_sockets(root, self.options.socket_source, &mut warnings)?;
+        let (mut sockets, socket_source) = read_tcp_sockets(
+            root,
+            self.options.socket_source,
+            self.last_socket_count,
+            &mut warnings,
+        )?;
+        self.last_socket_count = sockets.len();
         let owners = self.owners.refresh(root, &mut sockets);
         for socket in &mut sockets {
             socket.snap_id = snap_id;
@@ -235,6 +243,7 @@ fn sleep_until(deadline: Instant, stop: &AtomicBool) -> bool {
 fn read_tcp_sockets(
     root: &ProcRoot,
     source: SocketSource,
+    expected: usize,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<crate::records::SocketRecord>, &'static str)> {
     let use_netlink = match source {
@@ -243,7 +252,7 @@ fn read_tcp_sockets(
         SocketSource::Auto => root.is_live(),
     };
     if use_netlink {
-        match sock_diag::dump_tcp() {
+        match sock_diag::dump_tcp(expected) {
             Ok(sockets) => return Ok((sockets, "netlink")),
             Err(err) if source == SocketSource::Netlink => return Err(SnapError::Netlink(err)),
             Err(err) => warnings

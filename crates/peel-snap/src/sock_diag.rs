@@ -32,13 +32,15 @@ const RECV_BUFFER_BYTES: usize = 256 * 1024;
 /// kernel answers for both families in a single walk of its socket hash tables; with
 /// `SOCK_DIAG_BY_FAMILY` (one family per request) each of the two dumps walks every socket of both
 /// families, which costs a third more. A kernel that refuses the old form gets the per-family one.
-pub(crate) fn dump_tcp() -> std::io::Result<Vec<SocketRecord>> {
+/// `expected` sizes the result up front (the previous dump's count in a series): growing a vector
+/// of 100,000 records by doubling copies it several times.
+pub(crate) fn dump_tcp(expected: usize) -> std::io::Result<Vec<SocketRecord>> {
     let socket = DiagSocket::open()?;
     let mut dump = Dump {
         socket,
         buffer: vec![0u8; RECV_BUFFER_BYTES],
         names: IpNames::default(),
-        sockets: Vec::new(),
+        sockets: Vec::with_capacity(expected + expected / 8),
     };
     let both = compat_request(1);
     if dump.run(&both, TCPDIAG_GETSOCK).is_ok() {
