@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::conn::Conn;
 use crate::decode::{decode, Decoded, Segment, FLAG_ACK, FLAG_SYN};
-use crate::http::HttpEvent;
+use crate::exchange::Scratch;
 use crate::records::{CaptureWarning, FinishedConnection, WarningReason};
 use crate::warnings::WarningTally;
 
@@ -196,8 +196,8 @@ pub struct Analyzer {
     sources: Vec<WarningTally>,
     stats: CaptureStats,
     finished: Vec<FinishedConnection>,
-    /// Scratch space for the HTTP events of one segment, reused by every connection.
-    http_events: Vec<HttpEvent>,
+    /// Scratch space (HTTP events, spare per-connection queues), shared by every connection.
+    scratch: Scratch,
 }
 
 impl Analyzer {
@@ -215,7 +215,7 @@ impl Analyzer {
             sources: Vec::new(),
             stats: CaptureStats::default(),
             finished: Vec::new(),
-            http_events: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -296,7 +296,7 @@ impl Analyzer {
         if !(pure_syn || synack) {
             if let Some(conn) = self.table.get_mut(&key) {
                 let side = conn.side_of(src);
-                conn.segment(side, seg, packet.ts_ns, packet.source.0, &mut self.http_events);
+                conn.segment(side, seg, packet.ts_ns, packet.source.0, &mut self.scratch);
                 if conn.is_finished() {
                     self.retire(key);
                 }
@@ -353,7 +353,7 @@ impl Analyzer {
             }
         };
         let side = conn.side_of(src);
-        conn.segment(side, seg, packet.ts_ns, packet.source.0, &mut self.http_events);
+        conn.segment(side, seg, packet.ts_ns, packet.source.0, &mut self.scratch);
         if seg.vlan_key != 0 {
             let tuple = (key.low, key.high, key.interface_id);
             let keys = self.vlans_of_tuple.entry(tuple).or_default();
@@ -457,7 +457,7 @@ impl Analyzer {
     /// Finishes a connection for the sink, counting exchanges it could not keep.
     fn emit(&mut self, conn: Conn, expired: bool) {
         let source = conn.source as usize;
-        let finished = conn.finish(expired);
+        let finished = conn.finish(expired, &mut self.scratch);
         let seen = u64::from(finished.connection.exchanges);
         let kept = finished.exchanges.len() as u64;
         if seen > kept {

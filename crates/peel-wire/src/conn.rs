@@ -8,8 +8,7 @@
 use std::net::IpAddr;
 
 use crate::decode::{Segment, FLAG_ACK, FLAG_FIN, FLAG_RST, FLAG_SYN};
-use crate::exchange::{micros, Exchanges};
-use crate::http::HttpEvent;
+use crate::exchange::{micros, Exchanges, Scratch};
 use crate::records::{ConnState, ConnectionRecord, FinishedConnection, Phase, Side};
 
 /// A gap-filling segment later than this after the gap appeared is a retransmission.
@@ -198,14 +197,14 @@ impl Conn {
     }
 
     /// Accounts one segment sent by `side`.
-    /// `events` is the analyzer's scratch space for HTTP events.
+    /// `scratch` is the analyzer's scratch space, shared by all connections.
     pub(crate) fn segment(
         &mut self,
         side: Side,
         seg: &Segment<'_>,
         ts_ns: i64,
         source: u32,
-        events: &mut Vec<HttpEvent>,
+        scratch: &mut Scratch,
     ) {
         self.packets += 1;
         self.source = source;
@@ -240,7 +239,7 @@ impl Conn {
         };
         let end = start + i64::from(seg.payload_len);
         if seg.payload_len > 0 {
-            self.data(side, seg, ts_ns, (start, end), events);
+            self.data(side, seg, ts_ns, (start, end), scratch);
         }
         if seg.has(FLAG_FIN) {
             self.fin(side, ts_ns, end, seg.payload_len == 0);
@@ -298,7 +297,7 @@ impl Conn {
         seg: &Segment<'_>,
         ts_ns: i64,
         (start, end): (i64, i64),
-        events: &mut Vec<HttpEvent>,
+        scratch: &mut Scratch,
     ) {
         let rtt_ns = self.rtt_ns();
         let me = index(side);
@@ -337,7 +336,7 @@ impl Conn {
         let wire_left = (end - dir.delivered) as usize;
         let take = captured.len().min(wire_left);
         dir.delivered = end;
-        self.exchanges.data(side, ts_ns, &captured[..take], self.id, events);
+        self.exchanges.data(side, ts_ns, &captured[..take], self.id, scratch);
         if take < wire_left {
             self.exchanges.gap(side, (wire_left - take) as u64);
         }
@@ -402,14 +401,14 @@ impl Conn {
     }
 
     /// The connection's records. `expired` says the flow table dropped it before it ended.
-    pub(crate) fn finish(self, expired: bool) -> FinishedConnection {
+    pub(crate) fn finish(self, expired: bool, scratch: &mut Scratch) -> FinishedConnection {
         let Conn { id, exchanges, .. } = self;
         let protocol = exchanges.protocol();
         let http_requests = exchanges.http_requests;
         let http_responses = exchanges.http_responses;
         let first_request_ts_ns = exchanges.first_request_ts_ns;
         let db_setup_us = exchanges.db_setup_ns.map(micros);
-        let (records, idle_ns, exchange_count) = exchanges.finish(id);
+        let (records, idle_ns, exchange_count) = exchanges.finish(id, scratch);
         let handshake_end = self.handshake_ack_ts_ns;
         let last_fin_ack = match (self.dirs[0].fin_acked_ts_ns, self.dirs[1].fin_acked_ts_ns) {
             (Some(a), Some(b)) => Some(a.max(b)),

@@ -40,6 +40,43 @@ struct Pending {
     answered: bool,
 }
 
+/// Spare queues kept at most (each holds a handful of entries' worth of capacity).
+const SPARE_QUEUES: usize = 256;
+/// A queue that grew beyond this capacity (deep pipelining) is freed rather than kept.
+const SPARE_CAPACITY: usize = 16;
+
+/// Scratch space the analyzer keeps across connections: the HTTP events of one segment, and the
+/// emptied per-connection queues of finished connections, so a new connection reuses their
+/// allocations instead of making its own (two allocations and two frees less per connection).
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    events: Vec<HttpEvent>,
+    pending: Vec<VecDeque<Pending>>,
+    awaiting: Vec<VecDeque<RequestKind>>,
+}
+
+impl Scratch {
+    fn keep_pending(&mut self, mut queue: VecDeque<Pending>) {
+        if queue.capacity() > 0
+            && queue.capacity() <= SPARE_CAPACITY
+            && self.pending.len() < SPARE_QUEUES
+        {
+            queue.clear();
+            self.pending.push(queue);
+        }
+    }
+
+    fn keep_awaiting(&mut self, mut queue: VecDeque<RequestKind>) {
+        if queue.capacity() > 0
+            && queue.capacity() <= SPARE_CAPACITY
+            && self.awaiting.len() < SPARE_QUEUES
+        {
+            queue.clear();
+            self.awaiting.push(queue);
+        }
+    }
+}
+
 /// Exchange tracking for one connection.
 #[derive(Debug)]
 pub(crate) struct Exchanges {
@@ -90,15 +127,15 @@ impl Exchanges {
         self.protocol.unwrap_or(Protocol::Other)
     }
 
-    /// In-order payload bytes from `side`, captured in the segment at `ts_ns`. `events` is scratch
-    /// space the caller keeps across connections (one allocation for the run, not one a connection).
+    /// In-order payload bytes from `side`, captured in the segment at `ts_ns`. `scratch` is space
+    /// the caller keeps across connections (allocations for the run, not for each connection).
     pub(crate) fn data(
         &mut self,
         side: Side,
         ts_ns: i64,
         data: &[u8],
         conn_id: u64,
-        events: &mut Vec<HttpEvent>,
+        scratch: &mut Scratch,
     ) {
         if data.is_empty() {
             return;
@@ -136,10 +173,24 @@ impl Exchanges {
             self.protocol = Some(Protocol::Http);
             self.response_cursor = self.pending.len();
         }
+        // Reuse a finished connection's queues before this one would allocate its own.
+        if self.pending.capacity() == 0 {
+            if let Some(queue) = scratch.pending.pop() {
+                self.pending = queue;
+            }
+        }
+        if let Mode::Http { response, .. } = &mut self.mode {
+            if response.awaiting.capacity() == 0 {
+                if let Some(queue) = scratch.awaiting.pop() {
+                    response.awaiting = queue;
+                }
+            }
+        }
         match &mut self.mode {
             Mode::Undecided => {}
             Mode::Turns => self.turn(side, ts_ns, data.len() as u64, conn_id),
             Mode::Http { request, response } => {
+                let events = &mut scratch.events;
                 events.clear();
                 if side == Side::Client {
                     request.feed(ts_ns, data, events);
@@ -363,7 +414,12 @@ impl Exchanges {
     /// Ends the connection: an until-close response ends with the server's last byte; every
     /// request seen becomes an exchange, with what is known of its response.
     /// Returns the exchange records kept, the idle time, and the number of exchanges seen.
-    pub(crate) fn finish(mut self, conn_id: u64) -> (Vec<ExchangeRecord>, Option<i64>, u32) {
+    /// The emptied queues go back to `scratch` for the next connection.
+    pub(crate) fn finish(
+        mut self,
+        conn_id: u64,
+        scratch: &mut Scratch,
+    ) -> (Vec<ExchangeRecord>, Option<i64>, u32) {
         if let Mode::Http { response, .. } = &self.mode {
             if let (true, Some(bytes), Some(end)) =
                 (response.until_close(), response.open_message_bytes(), self.last_server_data_ts_ns)
@@ -374,9 +430,13 @@ impl Exchanges {
                 }
             }
         }
-        let pending = std::mem::take(&mut self.pending);
-        for p in pending {
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in pending.drain(..) {
             self.emit(p, conn_id);
+        }
+        scratch.keep_pending(pending);
+        if let Mode::Http { response, .. } = &mut self.mode {
+            scratch.keep_awaiting(std::mem::take(&mut response.awaiting));
         }
         let idle = (self.idle_ns > 0 || self.next_seq > 1).then_some(self.idle_ns);
         (self.done, idle, self.next_seq)

@@ -1,7 +1,7 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` that reach crate-private parsers. Not part
 //! of peel-wire's API: hidden from the docs, and nothing else should call it.
 
-use crate::exchange::Exchanges;
+use crate::exchange::{Exchanges, Scratch};
 use crate::records::Side;
 
 /// Feeds `data` (client bytes, a NUL byte, server bytes) to the exchange tracker in small,
@@ -12,7 +12,7 @@ pub fn http_exchanges(data: &[u8]) {
     let (client, server) = (&data[..split], data.get(split + 1..).unwrap_or(&[]));
     let mut exchanges = Exchanges::new();
     let (mut c, mut s, mut ts_ns) = (0usize, 0usize, 0i64);
-    let mut events = Vec::new();
+    let mut scratch = Scratch::default();
     while c < client.len() || s < server.len() {
         for (side, stream, at) in [(Side::Client, client, &mut c), (Side::Server, server, &mut s)] {
             if *at >= stream.len() {
@@ -24,13 +24,13 @@ pub fn http_exchanges(data: &[u8]) {
             if stream[*at] == 0xff {
                 exchanges.gap(side, (end - *at) as u64);
             } else {
-                exchanges.data(side, ts_ns, &stream[*at..end], 0, &mut events);
+                exchanges.data(side, ts_ns, &stream[*at..end], 0, &mut scratch);
             }
             *at = end;
         }
     }
     let (http_requests, http_responses) = (exchanges.http_requests, exchanges.http_responses);
-    let (records, _idle, _seen) = exchanges.finish(0);
+    let (records, _idle, _seen) = exchanges.finish(0, &mut scratch);
     assert!(records.len() as u64 <= u64::from(http_requests).max(1) + client.len() as u64);
     for (i, record) in records.iter().enumerate() {
         assert_eq!(record.seq as usize, i);
