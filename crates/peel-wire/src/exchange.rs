@@ -55,25 +55,11 @@ pub(crate) struct Scratch {
     awaiting: Vec<VecDeque<RequestKind>>,
 }
 
-impl Scratch {
-    fn keep_pending(&mut self, mut queue: VecDeque<Pending>) {
-        if queue.capacity() > 0
-            && queue.capacity() <= SPARE_CAPACITY
-            && self.pending.len() < SPARE_QUEUES
-        {
-            queue.clear();
-            self.pending.push(queue);
-        }
-    }
-
-    fn keep_awaiting(&mut self, mut queue: VecDeque<RequestKind>) {
-        if queue.capacity() > 0
-            && queue.capacity() <= SPARE_CAPACITY
-            && self.awaiting.len() < SPARE_QUEUES
-        {
-            queue.clear();
-            self.awaiting.push(queue);
-        }
+/// Keeps an emptied queue for reuse, unless the spares are full or it grew large.
+fn keep_spare<T>(spares: &mut Vec<VecDeque<T>>, mut queue: VecDeque<T>) {
+    if queue.capacity() > 0 && queue.capacity() <= SPARE_CAPACITY && spares.len() < SPARE_QUEUES {
+        queue.clear();
+        spares.push(queue);
     }
 }
 
@@ -434,9 +420,9 @@ impl Exchanges {
         for p in pending.drain(..) {
             self.emit(p, conn_id);
         }
-        scratch.keep_pending(pending);
+        keep_spare(&mut scratch.pending, pending);
         if let Mode::Http { response, .. } = &mut self.mode {
-            scratch.keep_awaiting(std::mem::take(&mut response.awaiting));
+            keep_spare(&mut scratch.awaiting, std::mem::take(&mut response.awaiting));
         }
         let idle = (self.idle_ns > 0 || self.next_seq > 1).then_some(self.idle_ns);
         (self.done, idle, self.next_seq)
