@@ -100,6 +100,15 @@ impl Tags {
 
 /// Decodes one frame of link type `linktype`; `cut` says the capture kept fewer bytes than the wire had.
 pub fn decode(linktype: u32, frame: &[u8], cut: bool) -> Decoded<'_> {
+    // The per-packet common case first: untagged Ethernet carrying a plain IPv4/TCP packet (what
+    // the general path gives for it, without its layers; anything else takes the general path).
+    if linktype == linktype::ETHERNET {
+        if let (Some([0x08, 0x00]), Some(ip)) = (frame.get(12..14), frame.get(14..)) {
+            if let Some(seg) = plain_ipv4_tcp(ip, Tags::default()) {
+                return Decoded::Tcp(seg);
+            }
+        }
+    }
     decode_depth(linktype, frame, cut, 0)
 }
 
@@ -526,6 +535,9 @@ mod tests {
         }
         let mut direct = 0;
         for frame in &frames {
+            // The Ethernet shortcut in `decode` agrees with the layered path (also on cut frames).
+            let layered = decode_depth(linktype::ETHERNET, frame, false, 0);
+            assert_eq!(decode(linktype::ETHERNET, frame, false), layered, "frame {frame:02x?}");
             let Some(packet) = frame.get(14..) else { continue };
             let general = ip_general(packet, Tags::default(), false, 0);
             if let Some(seg) = plain_ipv4_tcp(packet, Tags::default()) {
