@@ -3,13 +3,15 @@
 //! /proc/thread-self/schedstat). `cargo xtask bench snap` measures the `peel` binary against `ss`;
 //! this worker shows where a sampled series stands between builds of the binary.
 //!
-//! `snap_bench [SAMPLES] [--process NAME|PID]...`: prints one line per snapshot and the medians of
-//! the sampled ones (every snapshot after the first).
+//! `snap_bench [SAMPLES] [--process NAME|PID]...`: prints one line per snapshot (and what its
+//! aggregates cost: `peel snap` prints them for every snapshot of a series) and the medians of the
+//! sampled ones (every snapshot after the first).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line worker reports on stdout
 
 use std::time::Instant;
 
+use peel_snap::aggregate::summarize;
 use peel_snap::{ProcessMatch, Sampler, SnapOptions};
 
 fn thread_cpu_ns() -> u64 {
@@ -55,10 +57,15 @@ fn main() {
         };
         let wall_s = wall_start.elapsed().as_secs_f64();
         let cpu_s = (thread_cpu_ns() - cpu_start) as f64 / 1e9;
+        let summary_started = thread_cpu_ns();
+        let summary = summarize(&snapshot);
+        let summary_cpu_s = (thread_cpu_ns() - summary_started) as f64 / 1e9;
         let owned = snapshot.sockets.iter().filter(|s| s.pid.is_some()).count();
         println!(
-            "snapshot {index}: {} tcp sockets ({owned} with an owner), wall {wall_s:.3} s, cpu {cpu_s:.3} s",
-            snapshot.sockets.len()
+            "snapshot {index}: {} tcp sockets ({owned} with an owner), wall {wall_s:.3} s, cpu \
+             {cpu_s:.3} s; summary of {} ports: cpu {summary_cpu_s:.3} s",
+            snapshot.sockets.len(),
+            summary.by_local_port.len()
         );
         if index > 0 {
             walls.push(wall_s);

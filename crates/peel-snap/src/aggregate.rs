@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::counters::is_gauge;
+use crate::owners::IntMap;
 use crate::records::{SnapshotRecords, SocketRecord};
 
 /// Sockets sharing a key and a state.
@@ -76,24 +77,74 @@ pub struct SnapshotSummary {
     pub accept_queues_near_backlog: Vec<AcceptQueue>,
 }
 
-/// Sockets on a (port, state) and how many of them each process owns.
-type PortTally<'a> = (u64, HashMap<&'a str, u64>);
+/// Distinct strings of one kind (states, processes, addresses) numbered in order of appearance, so
+/// that the per-socket tallies are keyed by small integers instead of hashed strings: a snapshot of
+/// 100,000 sockets is summarized on every sample of a series.
+#[derive(Debug, Default)]
+struct Names<'a> {
+    index: IntMap<&'a str, u32>,
+    names: Vec<&'a str>,
+    /// The last name looked up and its number: sockets come in runs of the same state or peer.
+    last: Option<(&'a str, u32)>,
+}
+
+impl<'a> Names<'a> {
+    fn number(&mut self, name: &'a str) -> u32 {
+        if let Some((last, number)) = self.last {
+            if last == name {
+                return number;
+            }
+        }
+        let next = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let number = *self.index.entry(name).or_insert_with(|| {
+            self.names.push(name);
+            next
+        });
+        self.last = Some((name, number));
+        number
+    }
+
+    fn name(&self, number: u32) -> &'a str {
+        self.names[number as usize]
+    }
+}
+
+/// Counts per state, in a short vector (a dozen states at most).
+fn count_states(sockets: &[SocketRecord]) -> BTreeMap<&str, u64> {
+    let mut states = Names::default();
+    let mut counts: Vec<u64> = Vec::new();
+    for socket in sockets {
+        let state = states.number(&socket.state) as usize;
+        if state >= counts.len() {
+            counts.resize(state + 1, 0);
+        }
+        counts[state] += 1;
+    }
+    counts.iter().enumerate().map(|(state, &count)| (states.name(state as u32), count)).collect()
+}
 
 /// Aggregates one snapshot. Lists are sorted by count (largest first), then by key.
 pub fn summarize(records: &SnapshotRecords) -> SnapshotSummary {
     let sockets = &records.sockets;
-    let mut states: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut local: HashMap<(u16, &str), PortTally<'_>> = HashMap::new();
-    let mut remote: HashMap<(&str, u16, &str), u64> = HashMap::new();
+    let states = count_states(sockets);
+    let mut state_names = Names::default();
+    let mut processes = Names::default();
+    let mut ips = Names::default();
+    // (port, state) -> sockets; (port, state, process) -> sockets; (ip, port, state) -> sockets.
+    let mut local: IntMap<u64, u64> = IntMap::default();
+    let mut local_processes: IntMap<u64, u64> = IntMap::default();
+    let mut remote: IntMap<u64, u64> = IntMap::default();
     for socket in sockets {
-        *states.entry(&socket.state).or_default() += 1;
-        let entry = local.entry((socket.local_port, &socket.state)).or_default();
-        entry.0 += 1;
+        let state = u64::from(state_names.number(&socket.state));
+        let port_state = u64::from(socket.local_port) << 32 | state;
+        *local.entry(port_state).or_default() += 1;
         if let Some(process) = &socket.process {
-            *entry.1.entry(process).or_default() += 1;
+            let process = u64::from(processes.number(process));
+            *local_processes.entry(process << 48 | port_state).or_default() += 1;
         }
         if socket.state != "LISTEN" {
-            *remote.entry((&socket.remote_ip, socket.remote_port, &socket.state)).or_default() += 1;
+            let ip = u64::from(ips.number(&socket.remote_ip));
+            *remote.entry(ip << 32 | u64::from(socket.remote_port) << 16 | state).or_default() += 1;
         }
     }
     let count_of = |state: &str| states.get(state).copied().unwrap_or(0);
@@ -104,16 +155,22 @@ pub fn summarize(records: &SnapshotRecords) -> SnapshotSummary {
         .collect();
     by_state.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.state.cmp(&b.state)));
 
+    // The process owning most sockets of each (port, state); on a tie, the first name in order.
+    let mut top_process: IntMap<u64, (u64, &str)> = IntMap::default();
+    for (key, count) in local_processes {
+        let name = processes.name((key >> 48) as u32);
+        let top = top_process.entry(key & 0xffff_ffff_ffff).or_insert((count, name));
+        if count > top.0 || (count == top.0 && name < top.1) {
+            *top = (count, name);
+        }
+    }
     let mut by_local_port: Vec<LocalPortCount> = local
         .into_iter()
-        .map(|((port, state), (count, processes))| LocalPortCount {
-            local_port: port,
-            state: state.to_owned(),
+        .map(|(key, count)| LocalPortCount {
+            local_port: (key >> 32) as u16,
+            state: state_names.name((key & 0xff) as u32).to_owned(),
             count,
-            process: processes
-                .into_iter()
-                .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
-                .map(|(p, _)| p.to_owned()),
+            process: top_process.get(&key).map(|(_, name)| (*name).to_owned()),
         })
         .collect();
     by_local_port.sort_by(|a, b| {
@@ -122,10 +179,10 @@ pub fn summarize(records: &SnapshotRecords) -> SnapshotSummary {
 
     let mut by_remote: Vec<RemoteCount> = remote
         .into_iter()
-        .map(|((ip, port, state), count)| RemoteCount {
-            remote_ip: ip.to_owned(),
-            remote_port: port,
-            state: state.to_owned(),
+        .map(|(key, count)| RemoteCount {
+            remote_ip: ips.name((key >> 32) as u32).to_owned(),
+            remote_port: (key >> 16) as u16,
+            state: state_names.name((key & 0xff) as u32).to_owned(),
             count,
         })
         .collect();
@@ -191,18 +248,21 @@ fn parse_port_range(value: &str) -> Option<(u16, u16)> {
 
 fn ephemeral_use(sockets: &[SocketRecord], (low, high): (u16, u16)) -> Vec<EphemeralUse> {
     let range_size = u64::from(high - low) + 1;
-    let mut per_destination: HashMap<(&str, u16), u64> = HashMap::new();
+    let mut ips = Names::default();
+    // (ip, port) -> sockets.
+    let mut per_destination: IntMap<u64, u64> = IntMap::default();
     for socket in sockets {
         let ephemeral = (low..=high).contains(&socket.local_port);
         if ephemeral && socket.state != "LISTEN" && socket.remote_port != 0 {
-            *per_destination.entry((&socket.remote_ip, socket.remote_port)).or_default() += 1;
+            let ip = u64::from(ips.number(&socket.remote_ip));
+            *per_destination.entry(ip << 16 | u64::from(socket.remote_port)).or_default() += 1;
         }
     }
     let mut uses: Vec<EphemeralUse> = per_destination
         .into_iter()
-        .map(|((ip, port), in_use)| EphemeralUse {
-            remote_ip: ip.to_owned(),
-            remote_port: port,
+        .map(|(key, in_use)| EphemeralUse {
+            remote_ip: ips.name((key >> 16) as u32).to_owned(),
+            remote_port: key as u16,
             ports_in_use: in_use,
             range_size,
             used_pct: in_use as f64 * 100.0 / range_size as f64,
@@ -258,11 +318,7 @@ pub fn summarize_series(series: &[SnapshotRecords]) -> SeriesSummary {
 
     let mut max_by_state: BTreeMap<&str, u64> = BTreeMap::new();
     for snapshot in series {
-        let mut states: HashMap<&str, u64> = HashMap::new();
-        for socket in &snapshot.sockets {
-            *states.entry(&socket.state).or_default() += 1;
-        }
-        for (state, count) in states {
+        for (state, count) in count_states(&snapshot.sockets) {
             let max = max_by_state.entry(state).or_default();
             *max = (*max).max(count);
         }
@@ -319,4 +375,95 @@ fn moved_counters(series: &[SnapshotRecords], duration_s: f64) -> Vec<CounterMov
         b.delta.unsigned_abs().cmp(&a.delta.unsigned_abs()).then_with(|| a.name.cmp(&b.name))
     });
     moves
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::SnapshotRecord;
+
+    fn socket(state: &str, local_port: u16, remote: (&str, u16), process: &str) -> SocketRecord {
+        SocketRecord {
+            family: "ipv4".to_owned(),
+            state: state.to_owned(),
+            local_ip: "10.0.0.1".to_owned(),
+            local_port,
+            remote_ip: remote.0.to_owned(),
+            remote_port: remote.1,
+            process: (!process.is_empty()).then(|| process.to_owned()),
+            ..SocketRecord::default()
+        }
+    }
+
+    fn records(sockets: Vec<SocketRecord>) -> SnapshotRecords {
+        SnapshotRecords {
+            snapshot: SnapshotRecord {
+                snap_id: 7,
+                ts_ns: 0,
+                host: String::new(),
+                proc_root: "/proc".to_owned(),
+                socket_source: "netlink".to_owned(),
+                duration_us: 0,
+            },
+            system: None,
+            cpus: Vec::new(),
+            sysctls: Vec::new(),
+            sockets,
+            socket_counts: Vec::new(),
+            tcp_counters: Vec::new(),
+            processes: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tallies_by_port_peer_and_state_with_ties_broken_by_name() {
+        let summary = summarize(&records(vec![
+            socket("ESTABLISHED", 80, ("10.0.0.9", 5000), "worker"),
+            socket("ESTABLISHED", 80, ("10.0.0.8", 5001), "nginx"),
+            socket("ESTABLISHED", 80, ("10.0.0.9", 5002), "nginx"),
+            socket("ESTABLISHED", 80, ("10.0.0.9", 5003), "worker"),
+            socket("CLOSE_WAIT", 80, ("10.0.0.9", 5004), ""),
+            socket("LISTEN", 80, ("0.0.0.0", 0), "nginx"),
+            socket("TIME_WAIT", 41000, ("10.0.0.9", 5432), ""),
+            socket("TIME_WAIT", 41001, ("10.0.0.9", 5432), ""),
+        ]));
+        let states: Vec<(&str, u64)> =
+            summary.by_state.iter().map(|s| (s.state.as_str(), s.count)).collect();
+        assert_eq!(
+            states,
+            [("ESTABLISHED", 4), ("TIME_WAIT", 2), ("CLOSE_WAIT", 1), ("LISTEN", 1)]
+        );
+        let ports: Vec<(u16, &str, u64, Option<&str>)> = summary
+            .by_local_port
+            .iter()
+            .map(|p| (p.local_port, p.state.as_str(), p.count, p.process.as_deref()))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (80, "ESTABLISHED", 4, Some("nginx")), // 2 nginx, 2 worker: the first name
+                (80, "CLOSE_WAIT", 1, None),
+                (80, "LISTEN", 1, Some("nginx")),
+                (41000, "TIME_WAIT", 1, None),
+                (41001, "TIME_WAIT", 1, None),
+            ]
+        );
+        let remotes: Vec<(&str, u16, &str, u64)> = summary
+            .by_remote
+            .iter()
+            .take(3)
+            .map(|r| (r.remote_ip.as_str(), r.remote_port, r.state.as_str(), r.count))
+            .collect();
+        assert_eq!(
+            remotes,
+            [
+                ("10.0.0.9", 5432, "TIME_WAIT", 2),
+                ("10.0.0.8", 5001, "ESTABLISHED", 1),
+                ("10.0.0.9", 5000, "ESTABLISHED", 1),
+            ]
+        );
+        assert_eq!(summary.by_remote.len(), 6, "LISTEN sockets have no peer");
+        assert_eq!((summary.time_wait, summary.close_wait, summary.syn_recv), (2, 1, 0));
+    }
 }

@@ -30,15 +30,22 @@ use crate::proc_dir_sys::{fd_name, Dir};
 use crate::proc_root::ProcRoot;
 use crate::records::SocketRecord;
 
-/// A multiplicative hash for inode and pid keys (SipHash costs more than the walk it serves).
+/// A multiplicative hash for inode and pid keys and short names (SipHash costs more than the walk
+/// and the tallies it serves; none of these keys come from an adversary who could pick collisions).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct IntHasher(u64);
 
 impl Hasher for IntHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
         }
+        let mut last = [0u8; 8];
+        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.write_u64(u64::from_le_bytes(last));
     }
 
     fn write_u32(&mut self, n: u32) {
@@ -55,7 +62,9 @@ impl Hasher for IntHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        // The low bits of a product depend only on the low bits of the key, and hash tables index
+        // by the low bits: rotate the well-mixed high bits down (as rustc's FxHasher does).
+        self.0.rotate_left(26)
     }
 }
 

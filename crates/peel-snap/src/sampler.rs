@@ -39,7 +39,11 @@ pub struct SnapOptions {
     pub socket_source: SocketSource,
 }
 
-/// Takes snapshots, remembering what rates and CPU use are measured against.
+/// Takes snapshots, remembering what rates and CPU use are measured against, and which process
+/// holds which socket: after the first snapshot (a full walk of every /proc/<pid>/fd), a snapshot
+/// lists each process's descriptors and reads the links of only those that may have changed, with
+/// the owners a full walk would find (the `owners` module has the rules, and the one contrived
+/// case they cannot see).
 #[derive(Debug)]
 pub struct Sampler {
     options: SnapOptions,
