@@ -40,7 +40,7 @@ files report a size of 0, so tar and cp store them empty; copy them with cat:
   dest=$PWD/copy; cd /proc
   for f in loadavg meminfo stat uptime net/tcp net/tcp6 net/udp net/udp6 net/unix net/netstat \\
       net/snmp net/sockstat net/sockstat6 [0-9]*/stat [0-9]*/status [0-9]*/limits \\
-      [0-9]*/cmdline [0-9]*/comm; do mkdir -p "$(dirname $dest/$f)"; cat $f > $dest/$f; done 2>/dev/null
+      [0-9]*/cmdline [0-9]*/comm; do mkdir -p \"$(dirname $dest/$f)\"; cat $f > $dest/$f; done 2>/dev/null
   for d in [0-9]*/fd; do mkdir -p $dest/$d; cp -P $d/* $dest/$d/; done 2>/dev/null
   find sys/net sys/fs sys/kernel/hostname -type f -readable | while read f; do
       mkdir -p $dest/${f%/*}; cat $f > $dest/$f; done 2>/dev/null
