@@ -227,6 +227,63 @@ impl CaptureReader {
 
     /// Reads the next packet; `Ok(None)` at the end of the file (or where damage stops reading).
     pub fn next_packet(&mut self) -> Result<Option<PacketMeta>, WireError> {
+        if let Format::Pcap { swapped, nanos, snaplen, linktype } = self.format {
+            if let Some(meta) = self.next_pcap_clean(swapped, nanos, snaplen, linktype) {
+                return Ok(Some(meta));
+            }
+        }
+        self.next_packet_general()
+    }
+
+    /// The per-packet common case of classic pcap: the whole record is in the read buffer and
+    /// nothing about it is worth a warning. `None` leaves the record (unread) to the general path,
+    /// which refills the buffer, copies records that straddle it, and counts what is wrong.
+    #[inline]
+    fn next_pcap_clean(
+        &mut self,
+        swapped: bool,
+        nanos: bool,
+        snaplen: u32,
+        linktype: u32,
+    ) -> Option<PacketMeta> {
+        if self.done {
+            return None;
+        }
+        self.input.consume(std::mem::take(&mut self.pending_consume));
+        self.borrowed = false;
+        let buffer = self.input.buffer();
+        let header: &[u8; 16] = buffer.get(..16)?.try_into().ok()?;
+        let u32_at =
+            |i: usize| u32_from(swapped, [header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let (sec, frac, caplen, orig_len) = (u32_at(0), u32_at(4), u32_at(8), u32_at(12));
+        let (frac_limit, frac_scale) = if nanos { (1_000_000_000, 1) } else { (1_000_000, 1_000) };
+        let record_len = 16 + caplen as usize;
+        if caplen > MAX_RECORD_BYTES
+            || (snaplen != 0 && caplen > snaplen)
+            || caplen > orig_len
+            || frac >= frac_limit
+            || buffer.len() < record_len
+        {
+            return None;
+        }
+        let ts_ns = i64::from(sec) * NANOS_PER_SEC + i64::from(frac) * frac_scale;
+        if ts_ns < self.last_ts_ns {
+            return None;
+        }
+        let index = self.packets;
+        let offset = self.offset;
+        self.packets += 1;
+        self.last_ts_ns = ts_ns;
+        self.borrowed = true;
+        self.data_start = 16;
+        self.data_len = caplen as usize;
+        self.pending_consume = record_len;
+        self.offset += record_len as u64;
+        Some(PacketMeta { ts_ns, linktype, interface_id: 0, orig_len, index, offset })
+    }
+
+    /// Any record of any format, with every check and warning.
+    fn next_packet_general(&mut self) -> Result<Option<PacketMeta>, WireError> {
         if self.done {
             return Ok(None);
         }
