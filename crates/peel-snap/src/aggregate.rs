@@ -123,6 +123,16 @@ fn count_states(sockets: &[SocketRecord]) -> BTreeMap<&str, u64> {
     counts.iter().enumerate().map(|(state, &count)| (states.name(state as u32), count)).collect()
 }
 
+/// Sockets per state, most first (the part of [`summarize`] a progress line needs, for less).
+pub fn by_state(sockets: &[SocketRecord]) -> Vec<StateCount> {
+    let mut by_state: Vec<StateCount> = count_states(sockets)
+        .into_iter()
+        .map(|(state, count)| StateCount { state: state.to_owned(), count })
+        .collect();
+    by_state.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.state.cmp(&b.state)));
+    by_state
+}
+
 /// Aggregates one snapshot. Lists are sorted by count (largest first), then by key.
 pub fn summarize(records: &SnapshotRecords) -> SnapshotSummary {
     let sockets = &records.sockets;
@@ -309,78 +319,114 @@ pub struct SeriesSummary {
 
 /// Summarizes a series (snapshots in time order).
 pub fn summarize_series(series: &[SnapshotRecords]) -> SeriesSummary {
-    let max_of = |values: Vec<f64>| values.into_iter().reduce(f64::max);
-    let systems: Vec<_> = series.iter().filter_map(|s| s.system.as_ref()).collect();
-    let duration_s = match (series.first(), series.last()) {
-        (Some(first), Some(last)) => (last.snapshot.ts_ns - first.snapshot.ts_ns) as f64 / 1e9,
-        _ => 0.0,
-    };
-
-    let mut max_by_state: BTreeMap<&str, u64> = BTreeMap::new();
-    for snapshot in series {
-        for (state, count) in count_states(&snapshot.sockets) {
-            let max = max_by_state.entry(state).or_default();
-            *max = (*max).max(count);
-        }
-    }
-    let mut max_by_state: Vec<StateCount> = max_by_state
-        .into_iter()
-        .map(|(state, count)| StateCount { state: state.to_owned(), count })
-        .collect();
-    max_by_state.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.state.cmp(&b.state)));
-
-    SeriesSummary {
-        snapshots: series.len() as u64,
-        duration_s,
-        cpu_peak_pct: max_of(systems.iter().filter_map(|s| s.cpu_usage_pct).collect()),
-        cpu_peak_single_pct: max_of(systems.iter().filter_map(|s| s.cpu_max_pct).collect()),
-        load1_max: max_of(systems.iter().map(|s| s.load1).collect()),
-        load1_last: systems.last().map(|s| s.load1),
-        max_by_state,
-        moved_counters: moved_counters(series, duration_s),
-    }
+    let mut tally = SeriesTally::default();
+    series.iter().for_each(|snapshot| tally.add(snapshot));
+    tally.summary()
 }
 
-fn moved_counters(series: &[SnapshotRecords], duration_s: f64) -> Vec<CounterMove> {
-    let (Some(first), Some(last)) = (series.first(), series.last()) else { return Vec::new() };
-    let before: HashMap<&str, i64> =
-        first.tcp_counters.iter().map(|c| (c.name.as_str(), c.value)).collect();
-    let mut max_rates: HashMap<&str, f64> = HashMap::new();
-    for snapshot in series {
+/// A [`SeriesSummary`] built one snapshot at a time, so that a long series of large snapshots need
+/// not be kept in memory to be summarized (five minutes every second of 100,000 sockets would be
+/// 300 copies of the socket table).
+#[derive(Debug, Default)]
+pub struct SeriesTally {
+    snapshots: u64,
+    first_ts_ns: Option<i64>,
+    last_ts_ns: i64,
+    cpu_peak_pct: Option<f64>,
+    cpu_peak_single_pct: Option<f64>,
+    load1_max: Option<f64>,
+    load1_last: Option<f64>,
+    max_by_state: BTreeMap<String, u64>,
+    first_counters: Option<HashMap<String, i64>>,
+    last_counters: Vec<(String, i64)>,
+    max_rates: HashMap<String, f64>,
+}
+
+impl SeriesTally {
+    /// Adds the next snapshot of the series.
+    pub fn add(&mut self, snapshot: &SnapshotRecords) {
+        let max = |peak: &mut Option<f64>, value: Option<f64>| {
+            *peak = match (*peak, value) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        };
+        self.snapshots += 1;
+        self.first_ts_ns.get_or_insert(snapshot.snapshot.ts_ns);
+        self.last_ts_ns = snapshot.snapshot.ts_ns;
+        if let Some(system) = &snapshot.system {
+            max(&mut self.cpu_peak_pct, system.cpu_usage_pct);
+            max(&mut self.cpu_peak_single_pct, system.cpu_max_pct);
+            max(&mut self.load1_max, Some(system.load1));
+            self.load1_last = Some(system.load1);
+        }
+        for (state, count) in count_states(&snapshot.sockets) {
+            let max = self.max_by_state.entry(state.to_owned()).or_default();
+            *max = (*max).max(count);
+        }
+        let counters = || snapshot.tcp_counters.iter().map(|c| (c.name.clone(), c.value));
+        self.first_counters.get_or_insert_with(|| counters().collect());
+        self.last_counters = counters().collect();
         for counter in &snapshot.tcp_counters {
             if let Some(rate) = counter.rate_per_s {
-                let max = max_rates.entry(&counter.name).or_insert(rate);
+                let max = self.max_rates.entry(counter.name.clone()).or_insert(rate);
                 *max = max.max(rate);
             }
         }
     }
-    let mut moves: Vec<CounterMove> = last
-        .tcp_counters
-        .iter()
-        .filter_map(|counter| {
-            let first = *before.get(counter.name.as_str())?;
-            let delta = counter.value - first;
-            let gauge = is_gauge(&counter.name);
-            (delta != 0).then(|| CounterMove {
-                name: counter.name.clone(),
-                first,
-                last: counter.value,
-                delta,
-                rate_per_s: (!gauge && duration_s > 0.0).then(|| delta as f64 / duration_s),
-                max_rate_per_s: max_rates.get(counter.name.as_str()).copied(),
+
+    /// The summary of the snapshots added so far.
+    pub fn summary(&self) -> SeriesSummary {
+        let duration_s =
+            self.first_ts_ns.map_or(0.0, |first| (self.last_ts_ns - first) as f64 / 1e9);
+        let mut max_by_state: Vec<StateCount> = self
+            .max_by_state
+            .iter()
+            .map(|(state, count)| StateCount { state: state.clone(), count: *count })
+            .collect();
+        max_by_state.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.state.cmp(&b.state)));
+        SeriesSummary {
+            snapshots: self.snapshots,
+            duration_s,
+            cpu_peak_pct: self.cpu_peak_pct,
+            cpu_peak_single_pct: self.cpu_peak_single_pct,
+            load1_max: self.load1_max,
+            load1_last: self.load1_last,
+            max_by_state,
+            moved_counters: self.moved_counters(duration_s),
+        }
+    }
+
+    fn moved_counters(&self, duration_s: f64) -> Vec<CounterMove> {
+        let Some(before) = &self.first_counters else { return Vec::new() };
+        let mut moves: Vec<CounterMove> = self
+            .last_counters
+            .iter()
+            .filter_map(|(name, last)| {
+                let first = *before.get(name)?;
+                let delta = last - first;
+                let gauge = is_gauge(name);
+                (delta != 0).then(|| CounterMove {
+                    name: name.clone(),
+                    first,
+                    last: *last,
+                    delta,
+                    rate_per_s: (!gauge && duration_s > 0.0).then(|| delta as f64 / duration_s),
+                    max_rate_per_s: self.max_rates.get(name).copied(),
+                })
             })
-        })
-        .collect();
-    moves.sort_by(|a, b| {
-        b.delta.unsigned_abs().cmp(&a.delta.unsigned_abs()).then_with(|| a.name.cmp(&b.name))
-    });
-    moves
+            .collect();
+        moves.sort_by(|a, b| {
+            b.delta.unsigned_abs().cmp(&a.delta.unsigned_abs()).then_with(|| a.name.cmp(&b.name))
+        });
+        moves
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::SnapshotRecord;
+    use crate::records::{SnapshotRecord, SystemRecord, TcpCounterRecord};
 
     fn socket(state: &str, local_port: u16, remote: (&str, u16), process: &str) -> SocketRecord {
         SocketRecord {
@@ -465,5 +511,74 @@ mod tests {
         );
         assert_eq!(summary.by_remote.len(), 6, "LISTEN sockets have no peer");
         assert_eq!((summary.time_wait, summary.close_wait, summary.syn_recv), (2, 1, 0));
+    }
+
+    fn counter(name: &str, value: i64, rate_per_s: Option<f64>) -> TcpCounterRecord {
+        TcpCounterRecord { snap_id: 0, name: name.to_owned(), value, rate_per_s }
+    }
+
+    fn system(cpu_usage_pct: f64, cpu_max_pct: f64, load1: f64) -> SystemRecord {
+        SystemRecord {
+            snap_id: 0,
+            load1,
+            load5: 0.0,
+            load15: 0.0,
+            cpu_count: 2,
+            cpu_usage_pct: Some(cpu_usage_pct),
+            cpu_max_pct: Some(cpu_max_pct),
+            mem_total_bytes: 0,
+            mem_available_bytes: 0,
+            mem_used_bytes: 0,
+            swap_total_bytes: 0,
+            swap_used_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_series_reports_peaks_and_counters_that_moved() {
+        let mut first = records(vec![socket("CLOSE_WAIT", 80, ("10.0.0.9", 1), "")]);
+        first.snapshot.ts_ns = 1_000_000_000;
+        first.system = Some(system(10.0, 30.0, 4.0));
+        first.tcp_counters = vec![
+            counter("TcpExt.ListenOverflows", 5, None),
+            counter("Tcp.CurrEstab", 9, None),
+            counter("Tcp.OutRsts", 1, None),
+        ];
+        let mut second = records(vec![
+            socket("CLOSE_WAIT", 80, ("10.0.0.9", 1), ""),
+            socket("CLOSE_WAIT", 80, ("10.0.0.9", 2), ""),
+        ]);
+        second.snapshot.ts_ns = 3_000_000_000;
+        second.system = Some(system(25.0, 45.0, 6.5));
+        second.tcp_counters = vec![
+            counter("TcpExt.ListenOverflows", 45, Some(20.0)),
+            counter("Tcp.CurrEstab", 7, None),
+            counter("Tcp.OutRsts", 1, Some(0.0)),
+        ];
+        let mut third = records(Vec::new());
+        third.snapshot.ts_ns = 5_000_000_000;
+        third.system = Some(system(5.0, 9.0, 5.0));
+        third.tcp_counters = vec![
+            counter("TcpExt.ListenOverflows", 49, Some(2.0)),
+            counter("Tcp.CurrEstab", 7, None),
+            counter("Tcp.OutRsts", 1, Some(0.0)),
+        ];
+        let summary = summarize_series(&[first, second, third]);
+        assert_eq!((summary.snapshots, summary.duration_s), (3, 4.0));
+        assert_eq!((summary.cpu_peak_pct, summary.cpu_peak_single_pct), (Some(25.0), Some(45.0)));
+        assert_eq!((summary.load1_max, summary.load1_last), (Some(6.5), Some(5.0)));
+        assert_eq!(summary.max_by_state, [StateCount { state: "CLOSE_WAIT".to_owned(), count: 2 }]);
+        let moved: Vec<(&str, i64, Option<f64>, Option<f64>)> = summary
+            .moved_counters
+            .iter()
+            .map(|c| (c.name.as_str(), c.delta, c.rate_per_s, c.max_rate_per_s))
+            .collect();
+        assert_eq!(
+            moved,
+            [
+                ("TcpExt.ListenOverflows", 44, Some(11.0), Some(20.0)),
+                ("Tcp.CurrEstab", -2, None, None)
+            ]
+        );
     }
 }
