@@ -3,7 +3,7 @@
 //! /proc/thread-self/schedstat). `cargo xtask bench snap` measures the `peel` binary against `ss`;
 //! this worker shows where a sampled series stands between builds of the binary.
 //!
-//! `snap_bench [SAMPLES] [--process NAME|PID]...`: prints one line per snapshot (and what its
+//! `snap_bench [SAMPLES] [--proc-root DIR] [--process NAME|PID]...`: prints one line per snapshot (and what its
 //! aggregates cost: `peel snap` prints them for every snapshot of a series) and the medians of the
 //! sampled ones (every snapshot after the first).
 
@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use peel_snap::aggregate::summarize;
-use peel_snap::{ProcessMatch, Sampler, SnapOptions};
+use peel_snap::{ProcRoot, ProcessMatch, Sampler, SnapOptions};
 
 fn thread_cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
@@ -29,20 +29,23 @@ fn median(values: &mut [f64]) -> f64 {
 fn main() {
     let mut samples = 5usize;
     let mut processes = Vec::new();
+    let mut proc_root = ProcRoot::live();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--process" {
             processes.extend(args.next().map(|p| ProcessMatch::parse(&p)));
+        } else if arg == "--proc-root" {
+            proc_root = args.next().map_or_else(ProcRoot::live, ProcRoot::new);
         } else if let Ok(n) = arg.parse() {
             samples = n;
         } else {
-            eprintln!("usage: snap_bench [SAMPLES] [--process NAME|PID]...");
+            eprintln!("usage: snap_bench [SAMPLES] [--proc-root DIR] [--process NAME|PID]...");
             std::process::exit(2);
         }
     }
     let started = Instant::now();
     let cpu_started = thread_cpu_ns();
-    let mut sampler = Sampler::new(SnapOptions { processes, ..SnapOptions::default() });
+    let mut sampler = Sampler::new(SnapOptions { proc_root, processes, ..SnapOptions::default() });
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
     for index in 0..samples {
@@ -67,6 +70,20 @@ fn main() {
             snapshot.sockets.len(),
             summary.by_local_port.len()
         );
+        for process in &snapshot.processes {
+            println!(
+                "  process {} {}: cpu {:?}%, rss {} B, {} threads, fds {:?} of {:?}, {:?} sockets, {} children",
+                process.pid,
+                process.name,
+                process.cpu_pct,
+                process.rss_bytes,
+                process.threads,
+                process.open_fds,
+                process.fd_limit,
+                process.sockets,
+                process.children
+            );
+        }
         if index > 0 {
             walls.push(wall_s);
             cpus.push(cpu_s);
