@@ -167,7 +167,9 @@ impl FxHasher {
     }
 }
 
-type FlowTable = HashMap<FlowKey, Conn, BuildHasherDefault<FxHasher>>;
+/// Connections are boxed: the table's entries stay small (fast to probe and to grow), and a
+/// connection's state (most of a kilobyte) is never copied when it is inserted, removed or finished.
+type FlowTable = HashMap<FlowKey, Box<Conn>, BuildHasherDefault<FxHasher>>;
 
 /// What remains of an emitted connection while late retransmissions may still arrive.
 #[derive(Debug, Clone, Copy)]
@@ -341,7 +343,7 @@ impl Analyzer {
                 self.stats.connections += 1;
                 let id = self.next_id;
                 self.next_id += 1;
-                entry.insert(Conn::new(
+                entry.insert(Box::new(Conn::new(
                     id,
                     client,
                     server,
@@ -349,7 +351,7 @@ impl Analyzer {
                     packet.interface_id,
                     packet.source.0,
                     packet.ts_ns,
-                ))
+                )))
             }
         };
         let side = conn.side_of(src);
@@ -455,7 +457,7 @@ impl Analyzer {
     }
 
     /// Finishes a connection for the sink, counting exchanges it could not keep.
-    fn emit(&mut self, conn: Conn, expired: bool) {
+    fn emit(&mut self, conn: Box<Conn>, expired: bool) {
         let source = conn.source as usize;
         let finished = conn.finish(expired, &mut self.scratch);
         let seen = u64::from(finished.connection.exchanges);

@@ -401,8 +401,12 @@ impl Conn {
     }
 
     /// The connection's records. `expired` says the flow table dropped it before it ended.
-    pub(crate) fn finish(self, expired: bool, scratch: &mut Scratch) -> FinishedConnection {
-        let Conn { id, exchanges, .. } = self;
+    pub(crate) fn finish(
+        self: Box<Self>,
+        expired: bool,
+        scratch: &mut Scratch,
+    ) -> FinishedConnection {
+        let Conn { id, exchanges, .. } = *self;
         let protocol = exchanges.protocol();
         let http_requests = exchanges.http_requests;
         let http_responses = exchanges.http_responses;
