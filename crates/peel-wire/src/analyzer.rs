@@ -290,10 +290,14 @@ impl Analyzer {
         let src = (seg.src, seg.src_port);
         let dst = (seg.dst, seg.dst_port);
         let (low, high) = if endpoint_le(src, dst) { (src, dst) } else { (dst, src) };
-        let key = FlowKey { low, high, vlan_key: seg.vlan_key, interface_id: packet.interface_id };
+        let mut key =
+            FlowKey { low, high, vlan_key: seg.vlan_key, interface_id: packet.interface_id };
         let pure_syn = seg.has(FLAG_SYN) && !seg.has(FLAG_ACK);
         let synack = seg.has(FLAG_SYN) && seg.has(FLAG_ACK);
-        let key = if seg.vlan_key != 0 && !pure_syn { self.vlan_partner(key, src) } else { key };
+        // Assigned in place (not `let key = if ..`): the untagged common case copies no key.
+        if seg.vlan_key != 0 && !pure_syn {
+            key = self.vlan_partner(key, src);
+        }
         // Fast path: most packets belong to a connection in the table and open or close nothing.
         if !(pure_syn || synack) {
             if let Some(conn) = self.table.get_mut(&key) {
