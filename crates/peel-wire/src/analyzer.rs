@@ -241,6 +241,13 @@ impl Analyzer {
 
     /// Analyzes one packet; connections that end go to `sink` (possibly later, after lingering).
     pub fn push<F: FnMut(FinishedConnection)>(&mut self, packet: &Packet<'_>, sink: &mut F) {
+        self.push_packet(packet);
+        self.flush(sink);
+    }
+
+    /// The work of [`Analyzer::push`] up to the sink. Not generic, so it is compiled (and
+    /// optimized) in this crate, whatever the profile of the crate that supplies the sink.
+    fn push_packet(&mut self, packet: &Packet<'_>) {
         self.stats.packets += 1;
         let ts_ns = packet.ts_ns;
         self.stats.first_ts_ns = Some(self.stats.first_ts_ns.map_or(ts_ns, |t| t.min(ts_ns)));
@@ -283,7 +290,6 @@ impl Analyzer {
         if self.table.len() > self.config.max_flows {
             self.evict(packet.source);
         }
-        self.flush(sink);
     }
 
     fn segment(&mut self, packet: &Packet<'_>, seg: &Segment<'_>) {

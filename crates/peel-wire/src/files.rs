@@ -64,6 +64,16 @@ pub fn analyze_paths<F: FnMut(FinishedConnection)>(
     config: Config,
     sink: &mut F,
 ) -> Result<AnalysisEnd, WireError> {
+    analyze_paths_with(paths, config, sink)
+}
+
+/// [`analyze_paths`] with the sink behind a reference: the packet loop is not generic, so it is
+/// compiled (and optimized) here, not in the caller's crate at the caller's optimization level.
+fn analyze_paths_with(
+    paths: &[PathBuf],
+    config: Config,
+    mut sink: &mut dyn FnMut(FinishedConnection),
+) -> Result<AnalysisEnd, WireError> {
     let files = capture_files(paths)?;
     let mut analyzer = Analyzer::new(config);
     // First pass: every file's first timestamp (and every header checked before any work is done).
@@ -117,7 +127,7 @@ pub fn analyze_paths<F: FnMut(FinishedConnection)>(
                 source: cursor.source,
                 index: meta.index,
             };
-            analyzer.push(&packet, sink);
+            analyzer.push(&packet, &mut sink);
             let Some(next) = cursor.reader.next_packet()? else {
                 let warnings = cursor.reader.take_warnings();
                 analyzer.add_warnings(cursor.source, warnings);
@@ -133,5 +143,5 @@ pub fn analyze_paths<F: FnMut(FinishedConnection)>(
             }
         }
     }
-    Ok(analyzer.finish(sink))
+    Ok(analyzer.finish(&mut sink))
 }
