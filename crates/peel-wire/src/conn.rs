@@ -402,11 +402,14 @@ impl Conn {
 
     /// The connection's records. `expired` says the flow table dropped it before it ended.
     pub(crate) fn finish(
-        self: Box<Self>,
+        mut self: Box<Self>,
         expired: bool,
         scratch: &mut Scratch,
     ) -> FinishedConnection {
-        let Conn { id, exchanges, .. } = *self;
+        let id = self.id;
+        // Read in place: a moved-out copy would be read back right after its memcpy (a store
+        // forwarding stall once per connection).
+        let exchanges = &mut self.exchanges;
         let protocol = exchanges.protocol();
         let http_requests = exchanges.http_requests;
         let http_responses = exchanges.http_responses;

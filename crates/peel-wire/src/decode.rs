@@ -99,6 +99,7 @@ impl Tags {
 }
 
 /// Decodes one frame of link type `linktype`; `cut` says the capture kept fewer bytes than the wire had.
+#[inline]
 pub fn decode(linktype: u32, frame: &[u8], cut: bool) -> Decoded<'_> {
     // The per-packet common case first: untagged Ethernet carrying a plain IPv4/TCP packet (what
     // the general path gives for it, without its layers; anything else takes the general path).

@@ -401,8 +401,9 @@ impl Exchanges {
     /// request seen becomes an exchange, with what is known of its response.
     /// Returns the exchange records kept, the idle time, and the number of exchanges seen.
     /// The emptied queues go back to `scratch` for the next connection.
+    /// (By reference: moving the tracker out of its connection first would copy it whole.)
     pub(crate) fn finish(
-        mut self,
+        &mut self,
         conn_id: u64,
         scratch: &mut Scratch,
     ) -> (Vec<ExchangeRecord>, Option<i64>, u32) {
@@ -425,7 +426,7 @@ impl Exchanges {
             keep_spare(&mut scratch.awaiting, std::mem::take(&mut response.awaiting));
         }
         let idle = (self.idle_ns > 0 || self.next_seq > 1).then_some(self.idle_ns);
-        (self.done, idle, self.next_seq)
+        (std::mem::take(&mut self.done), idle, self.next_seq)
     }
 }
 

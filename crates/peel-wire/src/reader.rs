@@ -226,6 +226,8 @@ impl CaptureReader {
     }
 
     /// Reads the next packet; `Ok(None)` at the end of the file (or where damage stops reading).
+    /// Inlined, so the common record's metadata reaches the caller in registers.
+    #[inline(always)]
     pub fn next_packet(&mut self) -> Result<Option<PacketMeta>, WireError> {
         if let Format::Pcap { swapped, nanos, snaplen, linktype } = self.format {
             if let Some(meta) = self.next_pcap_clean(swapped, nanos, snaplen, linktype) {
@@ -238,7 +240,7 @@ impl CaptureReader {
     /// The per-packet common case of classic pcap: the whole record is in the read buffer and
     /// nothing about it is worth a warning. `None` leaves the record (unread) to the general path,
     /// which refills the buffer, copies records that straddle it, and counts what is wrong.
-    #[inline]
+    #[inline(always)]
     fn next_pcap_clean(
         &mut self,
         swapped: bool,
@@ -283,6 +285,7 @@ impl CaptureReader {
     }
 
     /// Any record of any format, with every check and warning.
+    #[inline(never)]
     fn next_packet_general(&mut self) -> Result<Option<PacketMeta>, WireError> {
         if self.done {
             return Ok(None);
