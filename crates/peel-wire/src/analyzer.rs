@@ -21,6 +21,8 @@ use crate::records::{CaptureWarning, FinishedConnection, WarningReason};
 use crate::warnings::WarningTally;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
+/// Boxes of finished connections kept for reuse (enough for a burst of closes and opens).
+const SPARE_CONNS: usize = 64;
 
 /// Tuning of the engine; the defaults suit files and live capture alike.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +200,10 @@ pub struct Analyzer {
     sources: Vec<WarningTally>,
     stats: CaptureStats,
     finished: Vec<FinishedConnection>,
+    /// Boxes of finished connections, for the next ones (the boxes are the point: their
+    /// allocations are reused, so they are not unboxed into the vector).
+    #[allow(clippy::vec_box)]
+    spare_conns: Vec<Box<Conn>>,
     /// Scratch space (HTTP events, spare per-connection queues), shared by every connection.
     scratch: Scratch,
 }
@@ -217,6 +223,7 @@ impl Analyzer {
             sources: Vec::new(),
             stats: CaptureStats::default(),
             finished: Vec::new(),
+            spare_conns: Vec::new(),
             scratch: Scratch::default(),
         }
     }
@@ -353,7 +360,7 @@ impl Analyzer {
                 self.stats.connections += 1;
                 let id = self.next_id;
                 self.next_id += 1;
-                entry.insert(Box::new(Conn::new(
+                let conn = Conn::new(
                     id,
                     client,
                     server,
@@ -361,7 +368,15 @@ impl Analyzer {
                     packet.interface_id,
                     packet.source.0,
                     packet.ts_ns,
-                )))
+                );
+                // A finished connection's box is reused: no allocation per connection.
+                entry.insert(match self.spare_conns.pop() {
+                    Some(mut spare) => {
+                        *spare = conn;
+                        spare
+                    }
+                    None => Box::new(conn),
+                })
             }
         };
         let side = conn.side_of(src);
@@ -467,9 +482,12 @@ impl Analyzer {
     }
 
     /// Finishes a connection for the sink, counting exchanges it could not keep.
-    fn emit(&mut self, conn: Box<Conn>, expired: bool) {
+    fn emit(&mut self, mut conn: Box<Conn>, expired: bool) {
         let source = conn.source as usize;
         let finished = conn.finish(expired, &mut self.scratch);
+        if self.spare_conns.len() < SPARE_CONNS {
+            self.spare_conns.push(conn);
+        }
         let seen = u64::from(finished.connection.exchanges);
         let kept = finished.exchanges.len() as u64;
         if seen > kept {

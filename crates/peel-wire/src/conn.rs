@@ -401,11 +401,8 @@ impl Conn {
     }
 
     /// The connection's records. `expired` says the flow table dropped it before it ended.
-    pub(crate) fn finish(
-        mut self: Box<Self>,
-        expired: bool,
-        scratch: &mut Scratch,
-    ) -> FinishedConnection {
+    /// (By reference, so the analyzer can reuse the connection's allocation for the next one.)
+    pub(crate) fn finish(&mut self, expired: bool, scratch: &mut Scratch) -> FinishedConnection {
         let id = self.id;
         // Read in place: a moved-out copy would be read back right after its memcpy (a store
         // forwarding stall once per connection).
