@@ -3,17 +3,15 @@
 //! record, hands it to the caller's sink and reports progress. Running the collector on the caller's
 //! thread is what lets a sink (say a DuckDB appender) be neither `Send` nor `Sync`.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::header::{HeaderValue, CONNECTION, HOST};
 use hyper::{Method, Request, Uri};
-use tokio::sync::mpsc;
 
 use crate::config::{parse_http_url, weighted_cycle, LoadConfig, Model};
 use crate::connection::{classify_hyper, connect, Clock, Conn, Pool};
@@ -45,7 +43,15 @@ pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 /// Where per-request records go (a database appender, a `Vec`, nowhere). Called on the thread that
 /// called [`run_load`], in the order requests finished.
 pub trait RecordSink {
+    /// Takes one record.
     fn record(&mut self, record: RequestRecord) -> Result<(), SinkError>;
+
+    /// Takes one record by reference; what the generator calls. A sink that only reads the record
+    /// (a database appender) implements this too, so that no record is cloned: the generator
+    /// reuses one record per URL and allocates nothing per request.
+    fn record_ref(&mut self, record: &RequestRecord) -> Result<(), SinkError> {
+        self.record(record.clone())
+    }
 }
 
 impl RecordSink for Vec<RequestRecord> {
@@ -67,6 +73,10 @@ pub struct DiscardRecords;
 
 impl RecordSink for DiscardRecords {
     fn record(&mut self, _record: RequestRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn record_ref(&mut self, _record: &RequestRecord) -> Result<(), SinkError> {
         Ok(())
     }
 }
@@ -91,7 +101,6 @@ pub fn run_load(
     let start = clock.base();
     let stop = config.stop.clone().unwrap_or_default();
     let connections_opened = Arc::new(AtomicU64::new(0));
-    let (records_tx, mut records_rx) = mpsc::unbounded_channel();
     let threads = thread_count(config);
     let shared = Arc::new(Shared {
         plan,
@@ -106,7 +115,7 @@ pub fn run_load(
         connections_opened: Arc::clone(&connections_opened),
         next_request_id: AtomicU64::new(0),
         stop: Arc::clone(&stop),
-        records: records_tx,
+        outboxes: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
     });
     let mut workers = Vec::with_capacity(threads as usize);
     for thread_index in 0..threads {
@@ -124,16 +133,14 @@ pub fn run_load(
             }
         }
     }
-    // The worker threads now hold the only `Shared`s: when every request is done, the records
-    // channel closes and the collection below ends.
-    drop(shared);
-
-    let mut collector = Collector::new(&classes, sink, Arc::clone(&stop));
+    let mut collector = Collector::new(&shared.plan, sink, Arc::clone(&stop));
     let mut next_progress = start + config.progress_every;
     let mut last_progress = (start, 0u64);
     loop {
-        let closed = collector.drain(&mut records_rx);
-        if closed {
+        // Read before draining: once every thread has ended, one more drain takes the last records.
+        let finished = workers.iter().all(std::thread::JoinHandle::is_finished);
+        collector.drain(&shared.outboxes);
+        if finished {
             break;
         }
         let now = Instant::now();
@@ -151,6 +158,7 @@ pub fn run_load(
     if let Some(err) = join_all(workers) {
         return Err(LoadError::Runtime(err));
     }
+    drop(shared);
     let Collector { tallies, total, sink_error, .. } = collector;
     if let Some((request_id, source)) = sink_error {
         return Err(LoadError::Sink { request_id, source });
@@ -326,7 +334,8 @@ struct Shared {
     connections_opened: Arc<AtomicU64>,
     next_request_id: AtomicU64,
     stop: Arc<AtomicBool>,
-    records: mpsc::UnboundedSender<RequestRecord>,
+    /// One per worker thread: the requests it finished since the collector last looked.
+    outboxes: Vec<Mutex<Vec<Finished>>>,
 }
 
 impl Shared {
@@ -335,58 +344,106 @@ impl Shared {
     }
 }
 
-/// How often the collecting thread drains the records channel. Polling instead of waiting on the
-/// channel spares request tasks a cross-thread wake-up per record, which costs more than the
+/// How often the collecting thread drains the worker threads' outboxes. Polling instead of waking
+/// the collector spares request tasks a cross-thread wake-up per record, which costs more than the
 /// request itself at tens of thousands of requests per second.
 const COLLECT_EVERY: Duration = Duration::from_millis(2);
 
+/// A request's strings, kept once per target by the collector: worker threads hand records over
+/// with empty strings (which allocate nothing) and the collector lends these to each record while
+/// the tallies and the sink look at it.
+#[derive(Debug)]
+struct Names {
+    url_class: String,
+    method: String,
+    url: String,
+}
+
+impl Names {
+    /// Exchanges these strings with the record's; called twice, it puts everything back.
+    fn swap(&mut self, record: &mut RequestRecord) {
+        std::mem::swap(&mut self.url_class, &mut record.url_class);
+        std::mem::swap(&mut self.method, &mut record.method);
+        std::mem::swap(&mut self.url, &mut record.url);
+    }
+}
+
+/// A finished request on its way to the collector: the index of its target in `Plan::targets`
+/// and its record without strings.
+type Finished = (usize, RequestRecord);
+
 /// Tallies every record per class and overall, and passes it on to the caller's sink.
 struct Collector<'s> {
-    class_index: HashMap<String, usize>,
+    /// Per target: its strings and its class (index into `tallies`).
+    targets: Vec<(Names, usize)>,
     tallies: Vec<Tally>,
     total: Tally,
     sink: &'s mut dyn RecordSink,
     sink_error: Option<(u64, SinkError)>,
     stop: Arc<AtomicBool>,
+    /// The batch being handed to the sink; swapped with an outbox's so both keep their capacity.
+    batch: Vec<Finished>,
 }
 
 impl<'s> Collector<'s> {
-    fn new(classes: &[String], sink: &'s mut dyn RecordSink, stop: Arc<AtomicBool>) -> Self {
+    fn new(plan: &Plan, sink: &'s mut dyn RecordSink, stop: Arc<AtomicBool>) -> Self {
+        let targets = plan
+            .targets
+            .iter()
+            .map(|target| {
+                let names = Names {
+                    url_class: target.url_class.clone(),
+                    method: Method::GET.as_str().to_string(),
+                    url: target.url.clone(),
+                };
+                let class = plan
+                    .classes
+                    .iter()
+                    .position(|class| *class == target.url_class)
+                    .expect("invariant: every target's class is in the plan's classes");
+                (names, class)
+            })
+            .collect();
         Collector {
-            class_index: classes.iter().enumerate().map(|(i, class)| (class.clone(), i)).collect(),
-            tallies: classes.iter().map(|_| Tally::new()).collect(),
+            targets,
+            tallies: plan.classes.iter().map(|_| Tally::new()).collect(),
             total: Tally::new(),
             sink,
             sink_error: None,
             stop,
+            batch: Vec::new(),
         }
     }
 
-    /// Takes every record waiting; returns true once all senders are gone and nothing is left.
-    fn drain(&mut self, records: &mut mpsc::UnboundedReceiver<RequestRecord>) -> bool {
-        loop {
-            match records.try_recv() {
-                Ok(record) => self.take(record),
-                Err(mpsc::error::TryRecvError::Empty) => return false,
-                Err(mpsc::error::TryRecvError::Disconnected) => return true,
+    /// Takes every record waiting in the outboxes, in the order the requests ended.
+    fn drain(&mut self, outboxes: &[Mutex<Vec<Finished>>]) {
+        let mut batch = std::mem::take(&mut self.batch);
+        for outbox in outboxes {
+            let mut waiting = outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            if batch.is_empty() {
+                std::mem::swap(&mut batch, &mut *waiting);
+            } else {
+                batch.append(&mut waiting);
             }
         }
-    }
-
-    fn take(&mut self, record: RequestRecord) {
-        self.total.add(&record);
-        if let Some(&i) = self.class_index.get(&record.url_class) {
-            self.tallies[i].add(&record);
+        if outboxes.len() > 1 {
+            batch.sort_by_key(|(_, record)| record.end_ts_ns);
         }
-        if self.sink_error.is_some() {
-            return;
+        for (target, mut record) in batch.drain(..) {
+            let (names, class) = &mut self.targets[target];
+            names.swap(&mut record);
+            self.total.add(&record);
+            self.tallies[*class].add(&record);
+            if self.sink_error.is_none() {
+                if let Err(err) = self.sink.record_ref(&record) {
+                    // Stop starting requests; the ones in flight still finish and are tallied.
+                    self.sink_error = Some((record.request_id, err));
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+            }
+            names.swap(&mut record);
         }
-        let request_id = record.request_id;
-        if let Err(err) = self.sink.record(record) {
-            // Stop starting requests; the ones in flight still finish and are tallied.
-            self.sink_error = Some((request_id, err));
-            self.stop.store(true, Ordering::Relaxed);
-        }
+        self.batch = batch;
     }
 
     fn progress(
@@ -430,7 +487,6 @@ async fn drive_open(
 ) {
     let start = shared.clock.base();
     let interval_ns = 1e9 / rate_per_s;
-    let pool = &shared.pools[thread_index as usize];
     let first = u64::from(thread_index);
     for request_id in (first..shared.max_requests).step_by(shared.threads as usize) {
         if shared.stopped() {
@@ -445,8 +501,8 @@ async fn drive_open(
         if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
         }
-        let (shared, pool) = (Arc::clone(shared), Arc::clone(pool));
-        tasks.spawn(async move { execute(&shared, &pool, request_id, due).await });
+        let shared = Arc::clone(shared);
+        tasks.spawn(async move { execute(&shared, thread_index, request_id, due).await });
         // Reap finished requests so a long run does not keep one entry per request.
         while tasks.try_join_next().is_some() {}
     }
@@ -454,7 +510,6 @@ async fn drive_open(
 
 /// Closed model: one client sends a request, waits for its end, sends the next.
 async fn drive_closed_client(shared: Arc<Shared>, thread_index: u32) {
-    let pool = Arc::clone(&shared.pools[thread_index as usize]);
     loop {
         let now = Instant::now();
         if shared.stopped() || now >= shared.deadline {
@@ -464,7 +519,7 @@ async fn drive_closed_client(shared: Arc<Shared>, thread_index: u32) {
         if request_id >= shared.max_requests {
             break;
         }
-        execute(&shared, &pool, request_id, now).await;
+        execute(&shared, thread_index, request_id, now).await;
     }
 }
 
@@ -481,9 +536,13 @@ struct Attempt {
     response_body_bytes: u64,
 }
 
-async fn execute(shared: &Shared, pool: &Arc<Pool>, request_id: u64, scheduled: Instant) {
+/// Runs one request on worker thread `thread`'s pool and hands its record to that thread's outbox.
+async fn execute(shared: &Shared, thread: u32, request_id: u64, scheduled: Instant) {
+    let thread = thread as usize;
     let cycle = &shared.plan.cycle;
-    let target = &shared.plan.targets[cycle[(request_id % cycle.len() as u64) as usize]];
+    let target_index = cycle[(request_id % cycle.len() as u64) as usize];
+    let target = &shared.plan.targets[target_index];
+    let pool = &shared.pools[thread];
     let mut attempt = Attempt::default();
     let deadline = scheduled + shared.timeout;
     let outcome =
@@ -499,9 +558,10 @@ async fn execute(shared: &Shared, pool: &Arc<Pool>, request_id: u64, scheduled: 
         attempt.first_byte_ns.map(|ns| ns.load(Ordering::Relaxed)).filter(|&ns| ns != 0);
     let record = RequestRecord {
         request_id,
-        url_class: target.url_class.clone(),
-        method: Method::GET.as_str().to_string(),
-        url: target.url.clone(),
+        // The collector fills in the strings (see `Names`).
+        url_class: String::new(),
+        method: String::new(),
+        url: String::new(),
         scheduled_ts_ns: clock.unix_ns(scheduled),
         start_ts_ns: clock.unix_ns(attempt.start.unwrap_or(end)),
         first_byte_ts_ns,
@@ -514,8 +574,10 @@ async fn execute(shared: &Shared, pool: &Arc<Pool>, request_id: u64, scheduled: 
         local_port: attempt.local_port,
         reused: attempt.reused,
     };
-    // The receiver only goes away when the collector has stopped; nothing is left to tell then.
-    let _ = shared.records.send(record);
+    shared.outboxes[thread]
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push((target_index, record));
 }
 
 async fn send(
@@ -533,12 +595,15 @@ async fn send(
     conn.first_byte_ns.store(0, Ordering::Relaxed);
     attempt.first_byte_ns = Some(Arc::clone(&conn.first_byte_ns));
 
-    let mut request = Request::builder().method(Method::GET).uri(target.path_and_query.clone());
-    request = request.header(HOST, shared.plan.host.clone());
+    // GET is `Request::new`'s method; building the parts directly skips the builder's checks of
+    // values that were validated once, in `Plan::new`.
+    let mut request = Request::new(Empty::<Bytes>::new());
+    *request.uri_mut() = target.path_and_query.clone();
+    let headers = request.headers_mut();
+    headers.insert(HOST, shared.plan.host.clone());
     if !shared.keepalive {
-        request = request.header(CONNECTION, HeaderValue::from_static("close"));
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    let request = request.body(Empty::<Bytes>::new()).map_err(|_| ErrorKind::Other)?;
     let response = conn.sender.send_request(request).await.map_err(|e| classify_hyper(&e))?;
     attempt.status = Some(response.status().as_u16());
     let mut body = response.into_body();

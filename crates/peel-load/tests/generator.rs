@@ -170,10 +170,18 @@ fn mix_splits_requests_by_weight_and_reports_each_class() {
     let targets = targets_from_mix(&server.url("/"), "/cached=3,/db=1").unwrap();
     let mut config = LoadConfig::new(targets, Model::Closed { concurrency: 2 }, GENEROUS);
     config.max_requests = 40;
-    let (report, _records) = run(&config);
+    let (report, records) = run(&config);
 
     let by_path: Vec<_> = server.requests_by_path().into_iter().collect();
     assert_eq!(by_path, vec![("/cached".to_string(), 30), ("/db".to_string(), 10)]);
+    // Each record names its own URL and class: the smooth weighted cycle is /cached, /cached,
+    // /db, /cached.
+    assert_eq!(records.len(), 40);
+    for r in &records {
+        let class = if r.request_id % 4 == 2 { "/db" } else { "/cached" };
+        assert_eq!((r.url_class.as_str(), r.method.as_str()), (class, "GET"), "{r:?}");
+        assert_eq!(r.url, server.url(class), "{r:?}");
+    }
     let classes: Vec<_> =
         report.classes.iter().map(|c| (c.url_class.as_str(), c.requests)).collect();
     assert_eq!(classes, vec![("/cached", 30), ("/db", 10)]);
