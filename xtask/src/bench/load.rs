@@ -2,6 +2,9 @@
 //! the same number of connections and the same duration. peel records every request into a run
 //! database while it runs (`--db`), wrk records nothing: the target is a ratio of at least 0.8.
 //!
+//! A second row runs peel load without `--db`: the generator alone, so that the cost of recording
+//! shows as the difference between the two rows.
+//!
 //! Both use one thread per CPU (at most one per connection). The server is peel-load's
 //! `LoopbackServer` (one thread per connection, fixed 3-byte body), started here and shared by both
 //! tools, so both measure the same server on the same machine.
@@ -21,6 +24,7 @@ const DURATION_S: u32 = 5;
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let metric = format!("req/s keep-alive, {CONNECTIONS} conns, {DURATION_S} s");
+    let metric_no_db = format!("{metric}, no --db");
     if Command::new("wrk")
         .arg("--version")
         .stdout(Stdio::null())
@@ -28,40 +32,50 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         .status()
         .is_err()
     {
-        return Ok(vec![Row::skipped(BENCH, &metric, "wrk is not installed (apt install wrk)")]);
+        let reason = "wrk is not installed (apt install wrk)";
+        return Ok(vec![
+            Row::skipped(BENCH, &metric, reason),
+            Row::skipped(BENCH, &metric_no_db, reason),
+        ]);
     }
     let server =
         LoopbackServer::start(ServerBehavior::default()).context("starting the loopback server")?;
     let url = server.url("/");
     let mut peel_rps = Vec::new();
+    let mut peel_no_db_rps = Vec::new();
     let mut wrk_rps = Vec::new();
     for run in 0..ctx.runs {
         let db = ctx.scratch.join(format!("load-{run}.duckdb"));
-        peel_rps.push(peel_requests_per_s(&ctx.peel, &url, &db)?);
+        peel_rps.push(peel_requests_per_s(&ctx.peel, &url, Some(&db))?);
+        peel_no_db_rps.push(peel_requests_per_s(&ctx.peel, &url, None)?);
         wrk_rps.push(wrk_requests_per_s(&url)?);
     }
-    Ok(vec![Row {
+    let wrk = median(&mut wrk_rps);
+    let row = |metric: String, peel: f64| Row {
         bench: BENCH.into(),
         metric,
         unit: "req/s".into(),
-        peel: median(&mut peel_rps),
+        peel,
         peer_name: "wrk 4.1".into(),
-        peer: median(&mut wrk_rps),
+        peer: wrk,
         higher_is_better: true,
         skipped: None,
-    }])
+    };
+    Ok(vec![row(metric, median(&mut peel_rps)), row(metric_no_db, median(&mut peel_no_db_rps))])
 }
 
-fn peel_requests_per_s(peel: &Path, url: &str, db: &Path) -> anyhow::Result<f64> {
+/// `peel load`'s total requests/s, recording every request into `db` if given.
+fn peel_requests_per_s(peel: &Path, url: &str, db: Option<&Path>) -> anyhow::Result<f64> {
     let connections = CONNECTIONS.to_string();
     let duration = format!("{DURATION_S}s");
-    let output = Command::new(peel)
+    let mut command = Command::new(peel);
+    command
         .args(["load", url, "--concurrency", &connections, "--connections", &connections])
-        .args(["--duration", &duration, "--format", "json", "--db"])
-        .arg(db)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running peel load")?;
+        .args(["--duration", &duration, "--format", "json"]);
+    if let Some(db) = db {
+        command.arg("--db").arg(db);
+    }
+    let output = command.stderr(Stdio::inherit()).output().context("running peel load")?;
     if !output.status.success() {
         bail!("peel load failed ({})", output.status);
     }
