@@ -1,6 +1,8 @@
-//! `cargo xtask fuzz [SECONDS]`: runs every cargo-fuzz target of the workspace (crates/*/fuzz) for a
-//! bounded time each, seeded from the target's seed folder. cargo-fuzz needs nightly features; on
-//! this project's stable toolchain they are enabled with RUSTC_BOOTSTRAP=1.
+//! `cargo xtask fuzz [SECONDS] [TARGET...]`: runs every cargo-fuzz target of the workspace
+//! (crates/*/fuzz), or the named ones, for a bounded time each, seeded from the target's seed folder (`seeds/<target>/`) and from the folders
+//! listed in `seeds/<target>.paths` (one per line, relative to the workspace root), so test data
+//! can seed a fuzzer where it lives. cargo-fuzz needs nightly features; on this project's stable
+//! toolchain they are enabled with RUSTC_BOOTSTRAP=1.
 
 use std::process::Command;
 
@@ -33,6 +35,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if targets.is_empty() {
         bail!("no fuzz targets found under crates/*/fuzz/fuzz_targets");
     }
+    let wanted = args.get(1..).unwrap_or_default();
+    if let Some(unknown) = wanted.iter().find(|w| !targets.iter().any(|(_, t)| t == *w)) {
+        let names: Vec<&str> = targets.iter().map(|(_, t)| t.as_str()).collect();
+        bail!("no fuzz target '{unknown}' (targets: {})", names.join(", "));
+    }
+    targets.retain(|(_, t)| wanted.is_empty() || wanted.contains(t));
     for (fuzz_dir, target) in targets {
         let seeds = fuzz_dir.join("seeds").join(&target);
         let mut command = Command::new("cargo");
@@ -45,8 +53,31 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         if seeds.is_dir() {
             command.arg(&seeds);
         }
+        for dir in seed_paths(&root, &fuzz_dir, &target)? {
+            command.arg(dir);
+        }
         command.arg("--").arg(format!("-max_total_time={seconds}"));
         run::status(&mut command)?;
     }
     Ok(())
+}
+
+/// The folders named in `seeds/<target>.paths`; a listed folder that does not exist is an error,
+/// so a moved test-data folder cannot silently stop seeding.
+fn seed_paths(
+    root: &std::path::Path,
+    fuzz_dir: &std::path::Path,
+    target: &str,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let list = fuzz_dir.join("seeds").join(format!("{target}.paths"));
+    let Ok(text) = std::fs::read_to_string(&list) else { return Ok(Vec::new()) };
+    let mut dirs = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let dir = root.join(line);
+        if !dir.is_dir() {
+            bail!("{}: '{line}' is not a folder under {}", list.display(), root.display());
+        }
+        dirs.push(dir);
+    }
+    Ok(dirs)
 }
