@@ -3,6 +3,11 @@
 //! processes, tcp_info) and `ss -tanp`, and next to `cat /proc/net/tcp{,6}` (the raw table, no
 //! owners). The target is a snapshot faster than `ss -tanp`, cheap enough to take every second.
 //!
+//! "Cheap enough to take every second" is measured as the CPU one more snapshot of a series costs:
+//! `peel snap --every 1s --for 4s` (5 snapshots) minus a single `peel snap`, divided by 4. A series
+//! keeps the socket-owner walk of earlier snapshots (peel-snap's `OwnerCache`), so later snapshots
+//! cost less than the first. Its peer is one `ss -tanp` (what sampling with `ss` costs per second).
+//!
 //! The connections (108,000 sockets) are held by helper processes, each with its own loopback
 //! listener and both ends of 9,000 connections, so that no process needs more than 20,000 file
 //! descriptors (containers often cap RLIMIT_NOFILE and forbid raising it). The helpers are small
@@ -19,6 +24,8 @@ use super::{measure, median, secs, Ctx, Row};
 
 const BENCH: &str = "snap";
 const HELPERS: usize = 6;
+/// Snapshots of the sampled series (one per second): the first and `SERIES_SNAPSHOTS - 1` more.
+const SERIES_SNAPSHOTS: u32 = 5;
 const CONNECTIONS_PER_HELPER: usize = 9_000;
 
 /// Opens a listener and `argv[1]` connections to it, holds both ends, says `ready`, waits for stdin.
@@ -61,6 +68,19 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let mut peel = Command::new(&ctx.peel);
     peel.args(["snap", "--format", "table"]);
     let peel = sample(ctx, &mut peel, quiet)?;
+    let mut series = Command::new(&ctx.peel);
+    let series_for = format!("{}s", SERIES_SNAPSHOTS - 1);
+    series.args(["snap", "--format", "table", "--every", "1s", "--for", &series_for]);
+    let series = sample(ctx, &mut series, |command| {
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+    })?;
+    let per_sample_cpu = (series.1 - peel.1).max(0.0) / f64::from(SERIES_SNAPSHOTS - 1);
+    eprintln!(
+        "bench: snap: series of {SERIES_SNAPSHOTS}: {:.3} s cpu, one snapshot {:.3} s cpu, \
+         each further snapshot {per_sample_cpu:.3} s cpu",
+        series.1, peel.1
+    );
+    let sampled_metric = format!("sampled snapshot cpu, {}k conns", connections / 1000);
     let mut rows = Vec::new();
     for (name, args) in [("ss -tanpi", vec!["-tanpi"]), ("ss -tanp", vec!["-tanp"])] {
         let mut ss = Command::new("ss");
@@ -68,12 +88,16 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         let peer = sample(ctx, &mut ss, quiet)?;
         rows.push(row(&wall_metric, peel.0, name, peer.0));
         rows.push(row(&cpu_metric, peel.1, name, peer.1));
+        if name == "ss -tanp" {
+            rows.push(row(&sampled_metric, per_sample_cpu, name, peer.1));
+        }
     }
     let mut cat = Command::new("cat");
     cat.args(["/proc/net/tcp", "/proc/net/tcp6"]);
     let cat = sample(ctx, &mut cat, quiet)?;
     rows.push(row(&wall_metric, peel.0, "cat /proc/net/tcp*", cat.0));
     rows.push(row(&cpu_metric, peel.1, "cat /proc/net/tcp*", cat.1));
+    rows.push(row(&sampled_metric, per_sample_cpu, "cat /proc/net/tcp*", cat.1));
     drop(helpers);
     Ok(rows)
 }
