@@ -117,7 +117,7 @@ impl Phase {
 
     fn record_us(&mut self, us: f64) {
         // Negative values only come from captures whose clock went backwards: they count as 0.
-        let ns = (us * 1000.0).round().max(0.0) as u64;
+        let ns = round_ns(us * 1000.0);
         self.count += 1;
         self.max_ns = self.max_ns.max(ns);
         self.total_ns += u128::from(ns);
@@ -164,6 +164,18 @@ impl Phase {
             max_us: us(self.max_ns),
             total_us: self.total_ns as f64 / 1000.0,
         }
+    }
+}
+
+/// `x.round().max(0.0) as u64`, without the libm call `round` compiles to on baseline x86-64
+/// (it ran for every phase value). Truncation leaves the fraction exact (`x - trunc(x)` is exact),
+/// and half rounds away from zero as `round` does; NaN and negatives give 0, huge values saturate.
+fn round_ns(x: f64) -> u64 {
+    let whole = x as u64;
+    if x - whole as f64 >= 0.5 {
+        whole.saturating_add(1)
+    } else {
+        whole
     }
 }
 
@@ -400,5 +412,38 @@ mod tests {
         let stats = big.stats("server");
         assert!((stats.p50_us - 500_000.0).abs() <= 500.0, "{stats:?}");
         assert_eq!(stats.max_us, 1_000_000.0);
+    }
+
+    #[test]
+    fn round_ns_is_round_max_zero() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            2.5,
+            -0.4,
+            -0.5,
+            -7.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            4_503_599_627_370_495.5,
+            9_007_199_254_740_993.0,
+            1.8e19,
+            1.9e19,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ];
+        for ns in [1_i64, 999, 1000, 1001, 13_711, 107_958_716, 208_214_137, 826_461_507] {
+            values.push(ns as f64 / 1000.0 * 1000.0);
+        }
+        for i in 0..10_000u32 {
+            values.push(f64::from(i) * 0.37 + 0.005);
+        }
+        for x in values {
+            assert_eq!(round_ns(x), x.round().max(0.0) as u64, "{x:e}");
+        }
     }
 }
