@@ -128,7 +128,13 @@ fn analyze_paths_with(
                 index: meta.index,
             };
             analyzer.push(&packet, &mut sink);
-            let Some(next) = cursor.reader.next_packet()? else {
+            // The common record first: its metadata stays in registers (through `next_packet`'s
+            // Result it went to memory and back, a store-forwarding stall per packet).
+            let next = match cursor.reader.next_clean() {
+                Some(meta) => Some(meta),
+                None => cursor.reader.next_packet()?,
+            };
+            let Some(next) = next else {
                 let warnings = cursor.reader.take_warnings();
                 analyzer.add_warnings(cursor.source, warnings);
                 cursors[slot] = None;

@@ -237,6 +237,18 @@ impl CaptureReader {
         self.next_packet_general()
     }
 
+    /// The next packet if it is the common case (see `next_pcap_clean`); `None` means "ask
+    /// [`CaptureReader::next_packet`]", which then reads that same record.
+    #[inline(always)]
+    pub(crate) fn next_clean(&mut self) -> Option<PacketMeta> {
+        match self.format {
+            Format::Pcap { swapped, nanos, snaplen, linktype } => {
+                self.next_pcap_clean(swapped, nanos, snaplen, linktype)
+            }
+            Format::Pcapng { .. } => None,
+        }
+    }
+
     /// The per-packet common case of classic pcap: the whole record is in the read buffer and
     /// nothing about it is worth a warning. `None` leaves the record (unread) to the general path,
     /// which refills the buffer, copies records that straddle it, and counts what is wrong.
