@@ -260,10 +260,13 @@ impl Analyzer {
         self.stats.first_ts_ns = Some(self.stats.first_ts_ns.map_or(ts_ns, |t| t.min(ts_ns)));
         self.stats.last_ts_ns = Some(self.stats.last_ts_ns.map_or(ts_ns, |t| t.max(ts_ns)));
         let cut = (packet.data.len() as u64) < u64::from(packet.orig_len);
-        let seg = match decode(packet.linktype, packet.data, cut) {
+        // Borrowed, not moved out: a moved copy was read back right after it was written (a
+        // store-forwarding stall per packet).
+        let decoded = decode(packet.linktype, packet.data, cut);
+        let seg = match &decoded {
             Decoded::Tcp(seg) => seg,
             Decoded::NotTcp => return,
-            Decoded::Skipped(reason) => {
+            &Decoded::Skipped(reason) => {
                 let linktype = packet.linktype;
                 self.warn(packet, reason, move || match reason {
                     WarningReason::UnsupportedLinkType => {
@@ -293,7 +296,7 @@ impl Analyzer {
                 self.next_sweep_ns = ts_ns.saturating_add(NANOS_PER_SEC);
             }
         }
-        self.segment(packet, &seg);
+        self.segment(packet, seg);
         if self.table.len() > self.config.max_flows {
             self.evict(packet.source);
         }
