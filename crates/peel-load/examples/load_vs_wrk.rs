@@ -1,7 +1,9 @@
 //! peel-load's generator alone (no database) next to wrk against the same loopback server: the
 //! generator's share of `cargo xtask bench load`, without the cost of recording.
 //!
-//! `cargo run --example load_vs_wrk -p peel-load [runs] [seconds] [wrk|no-wrk] [threads]` prints each run and the medians.
+//! `cargo run --example load_vs_wrk -p peel-load [runs] [seconds] [wrk|no-wrk] [threads]` prints
+//! each run and the medians; `... serve` only runs the server and prints its URL, until stdin
+//! closes.
 
 #![allow(clippy::print_stdout)] // an example that reports what it measured
 
@@ -14,7 +16,15 @@ use peel_load::{run_load, LoadConfig, Model, RequestRecord, SinkError, Target};
 const CONNECTIONS: u32 = 4;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("serve") {
+        // Only the server, for comparing other clients (say two builds of `peel load`) on it:
+        // prints its URL and serves until stdin closes.
+        let server = LoopbackServer::start(ServerBehavior::default())?;
+        println!("{}", server.url("/"));
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())?;
+        return Ok(());
+    }
     let runs: usize = args.next().map_or(Ok(3), |a| a.parse())?;
     let seconds: u64 = args.next().map_or(Ok(5), |a| a.parse())?;
     let with_wrk = args.next().as_deref() != Some("no-wrk");
