@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use peel_snap::aggregate::{summarize, summarize_series, SeriesSummary, SnapshotSummary};
+use peel_snap::aggregate::{by_state, summarize, SeriesSummary, SeriesTally, SnapshotSummary};
 use peel_snap::records::SnapshotRecords;
 use peel_snap::{ProcRoot, ProcessMatch, Sampler, SnapError, SnapOptions, SocketSource};
 use peel_store::{Access, RunRecord, Scope, Store};
@@ -175,7 +175,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 signal_hook::flag::register(signal, Arc::clone(&stop))
                     .context("installing the Ctrl-C handler")?;
             }
+            // JSON prints every snapshot; a table needs only the last one and the running tally,
+            // so a long series of a large socket table is not kept in memory.
+            let keep_all = args.format == Format::Json;
             let mut series = Vec::new();
+            let mut tally = SeriesTally::default();
             let interactive = args.format == Format::Table;
             let mut stderr = std::io::stderr().lock();
             sampler.run(every, total, &stop, |snapshot| {
@@ -185,16 +189,20 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 if let Some(recorder) = &recorder {
                     recorder.record(&snapshot)?;
                 }
+                tally.add(&snapshot);
+                if !keep_all {
+                    series.clear();
+                }
                 series.push(snapshot);
                 Ok::<(), anyhow::Error>(())
             })?;
             drop(stderr);
+            let series_summary = tally.summary();
             if let Some(recorder) = recorder {
                 let status = if stop.load(Ordering::Relaxed) { "interrupted" } else { "passed" };
-                recorder.finish(status, series.len())?;
+                recorder.finish(status, series_summary.snapshots as usize)?;
             }
             let summary = series.last().map(summarize);
-            let series_summary = summarize_series(&series);
             match args.format {
                 Format::Json => {
                     let output =
@@ -323,9 +331,11 @@ pub(crate) fn snap_error(err: SnapError) -> anyhow::Error {
 }
 
 fn progress_line(snapshot: &SnapshotRecords) -> String {
-    let summary = summarize(snapshot);
-    let states: Vec<String> =
-        summary.by_state.iter().take(4).map(|s| format!("{} {}", s.state, s.count)).collect();
+    let states: Vec<String> = by_state(&snapshot.sockets)
+        .iter()
+        .take(4)
+        .map(|s| format!("{} {}", s.state, s.count))
+        .collect();
     let cpu = snapshot
         .system
         .as_ref()
@@ -334,7 +344,7 @@ fn progress_line(snapshot: &SnapshotRecords) -> String {
     format!(
         "snap {:>3}  tcp {:>6}  {}{cpu}",
         snapshot.snapshot.snap_id,
-        summary.tcp_sockets,
+        snapshot.sockets.len(),
         states.join("  ")
     )
 }
