@@ -399,21 +399,44 @@ fn port_pressure_stays_quiet_with_few_ports_in_use() {
 // close_wait
 
 fn close_wait_snapshots(store: &Store, first: u16, last: u16) {
+    close_wait_sockets(store, first, last, "gunicorn", |i| {
+        (("127.0.0.1", 8000), ("127.0.0.1", 50000 + i))
+    });
+}
+
+/// Two snapshots with `first` and then `last` CLOSE_WAIT sockets owned by `process`; socket `i`
+/// goes from and to `ends(i)`.
+fn close_wait_sockets(
+    store: &Store,
+    first: u16,
+    last: u16,
+    process: &str,
+    ends: impl Fn(u16) -> ((&'static str, u16), (&'static str, u16)),
+) {
+    close_wait_sockets_with(store, first, last, process, ends, |_| Vec::new());
+}
+
+/// As [`close_wait_sockets`], plus the sockets `more(snap_id)` in each snapshot.
+fn close_wait_sockets_with(
+    store: &Store,
+    first: u16,
+    last: u16,
+    process: &str,
+    ends: impl Fn(u16) -> ((&'static str, u16), (&'static str, u16)),
+    more: impl Fn(u64) -> Vec<peel_snap::records::SocketRecord>,
+) {
     let snapshots: Vec<_> = [(0, first), (1, last)]
         .into_iter()
         .map(|(snap_id, count)| {
             let mut snapshot = snapshot(snap_id);
             snapshot.sockets = (0..count)
                 .map(|i| {
-                    let mut socket = socket(
-                        snap_id,
-                        "CLOSE_WAIT",
-                        ("127.0.0.1", 8000),
-                        ("127.0.0.1", 50000 + i),
-                    );
-                    socket.process = Some("gunicorn".to_string());
+                    let (local, remote) = ends(i);
+                    let mut socket = socket(snap_id, "CLOSE_WAIT", local, remote);
+                    socket.process = Some(process.to_string());
                     socket
                 })
+                .chain(more(snap_id))
                 .collect();
             snapshot
         })
@@ -438,6 +461,55 @@ fn close_wait_stays_quiet_when_it_is_flat() {
     let diagnosis = diagnose(&store);
     assert!(findings(&diagnosis, "close_wait").is_empty(), "{diagnosis:#?}");
     assert_eq!(verdict(&diagnosis, "close_wait"), Verdict::Clear);
+}
+
+/// The application as a client: connections to PostgreSQL the server closed and the app did not,
+/// each on an ephemeral port of its own.
+fn client_close_wait(store: &Store, first: u16, last: u16) {
+    close_wait_sockets(store, first, last, "app", |i| {
+        (("127.0.0.1", 40000 + i), ("127.0.0.1", 5432))
+    });
+}
+
+#[test]
+fn close_wait_groups_client_sockets_by_the_server_they_point_at() {
+    let store = store();
+    client_close_wait(&store, 2, 30);
+    let diagnosis = diagnose(&store);
+    let found = findings(&diagnosis, "close_wait");
+    assert_eq!(found.len(), 1, "{diagnosis:#?}");
+    assert_eq!(found[0].id, "close_wait:client:127.0.0.1:5432");
+    assert_eq!(
+        found[0].title,
+        "CLOSE_WAIT grows on client sockets towards 127.0.0.1:5432 (app): 2 -> 30 (peak 30)"
+    );
+    assert_close(evidence(found[0], "close_wait_last"), 30.0);
+    assert!(found[0].sql.contains("side = 'client'"), "{}", found[0].sql);
+}
+
+#[test]
+fn close_wait_stays_quiet_when_client_sockets_do_not_grow() {
+    let store = store();
+    client_close_wait(&store, 5, 5);
+    let diagnosis = diagnose(&store);
+    assert!(findings(&diagnosis, "close_wait").is_empty(), "{diagnosis:#?}");
+    assert_eq!(verdict(&diagnosis, "close_wait"), Verdict::Clear);
+}
+
+#[test]
+fn close_wait_on_a_listening_port_in_the_ephemeral_range_is_server_side() {
+    let store = store();
+    close_wait_sockets_with(
+        &store,
+        2,
+        30,
+        "gunicorn",
+        |i| (("127.0.0.1", 45000), ("127.0.0.1", 50000 + i)),
+        |snap_id| vec![listener(snap_id, 45000, 0, 128)],
+    );
+    let diagnosis = diagnose(&store);
+    let ids: Vec<_> = findings(&diagnosis, "close_wait").iter().map(|f| f.id.clone()).collect();
+    assert_eq!(ids, vec!["close_wait:127.0.0.1:45000"], "{diagnosis:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------
