@@ -1,7 +1,8 @@
 //! The ingest benchmark's worker (`cargo xtask bench store` runs it as separate processes):
 //!
 //! - `ingest_bench appender ROWS DB`: generates ROWS connection records and ingests them through
-//!   peel-store's Appender sink into a new database (closed, so checkpointed).
+//!   peel-store's Appender sink (typed values written straight into DuckDB data chunks) into a new
+//!   database (closed, so checkpointed).
 //! - `ingest_bench write-csv ROWS CSV`: writes the same rows, same columns, as CSV (not timed).
 //! - `ingest_bench read-csv CSV DB`: loads that CSV into a new database with DuckDB's `read_csv`.
 //!

@@ -7,7 +7,7 @@
 //! analyzer pushes each finished connection), flushing every [`BATCH_ROWS`] rows so memory stays
 //! bounded. The Appender borrows the single [`crate::Store`] connection: one writer, one thread.
 
-use duckdb::{Appender, ToSql};
+use std::net::IpAddr;
 
 use peel_load::records::{LoadSummary, RequestRecord};
 use peel_snap::records::{
@@ -16,6 +16,7 @@ use peel_snap::records::{
 };
 use peel_wire::records::{CaptureWarning, ConnectionRecord, ExchangeRecord, FinishedConnection};
 
+use crate::chunk::{ChunkAppender, Kind, RawDatabase};
 use crate::error::{Result, StoreError};
 use crate::records::{CommandRecord, FindingRecord, RunRecord, StepRecord};
 
@@ -55,29 +56,161 @@ pub trait Record {
     const STAGED: bool;
     /// Columns after the key columns, in the order [`Record::append`] gives values.
     const COLUMNS: &'static [&'static str];
-    /// Appends this record as one row.
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()>;
+    /// Writes this record's values, one [`RowWriter::put`] per column of [`Record::COLUMNS`]. A
+    /// value that does not fit its column's type (or a wrong count) fails the push.
+    fn append(&self, row: &mut RowWriter<'_, '_>);
 }
 
-/// One row being appended: prepends the scope's key columns to the record's values.
+/// One row being written straight into a DuckDB data chunk, column after column.
 #[derive(Debug)]
-pub struct RowWriter<'a, 'conn> {
-    appender: &'a mut Appender<'conn>,
-    scope: &'a Scope,
-    staged: bool,
+pub struct RowWriter<'a, 'db> {
+    chunk: &'a mut ChunkAppender<'db>,
 }
 
 impl RowWriter<'_, '_> {
-    fn values(&mut self, values: &[&dyn ToSql]) -> duckdb::Result<()> {
-        let mut row: Vec<&dyn ToSql> = Vec::with_capacity(values.len() + 3);
-        row.push(&self.scope.run_id);
-        row.push(&self.scope.host);
-        if self.staged {
-            row.push(&self.scope.stage);
-        }
-        row.extend_from_slice(values);
-        self.appender.append_row(row.as_slice())
+    /// Writes the next column's value.
+    #[inline]
+    pub fn put<V: Value + ?Sized>(&mut self, value: &V) {
+        value.write(self);
     }
+
+    /// A whole number into an INTEGER, BIGINT or DOUBLE column.
+    #[inline]
+    fn integer(&mut self, value: i64) {
+        match self.chunk.next_kind() {
+            Some(Kind::BigInt) => self.chunk.i64(value),
+            Some(Kind::Integer) => match i32::try_from(value) {
+                Ok(value) => self.chunk.i32(value),
+                Err(_) => self.chunk.overflow(value),
+            },
+            Some(Kind::Double) => self.chunk.f64(value as f64),
+            // The chunk reports the mismatch at the end of the row.
+            _ => self.chunk.i64(value),
+        }
+    }
+}
+
+/// A value a [`RowWriter`] can write: integers go to INTEGER, BIGINT or DOUBLE columns (a `u64`
+/// beyond `i64::MAX` saturates), floats to DOUBLE, `bool` to BOOLEAN, text and IP addresses to
+/// VARCHAR, `None` to NULL.
+pub trait Value {
+    /// Writes `self` into the row's next column.
+    fn write(&self, row: &mut RowWriter<'_, '_>);
+}
+
+macro_rules! integer_value {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            #[inline]
+            fn write(&self, row: &mut RowWriter<'_, '_>) {
+                row.integer(i64::from(*self));
+            }
+        }
+    )*};
+}
+integer_value!(i8, i16, i32, i64, u8, u16, u32);
+
+impl Value for u64 {
+    #[inline]
+    fn write(&self, row: &mut RowWriter<'_, '_>) {
+        row.integer(big(*self));
+    }
+}
+
+impl Value for f64 {
+    #[inline]
+    fn write(&self, row: &mut RowWriter<'_, '_>) {
+        row.chunk.f64(*self);
+    }
+}
+
+impl Value for f32 {
+    #[inline]
+    fn write(&self, row: &mut RowWriter<'_, '_>) {
+        row.chunk.f64(f64::from(*self));
+    }
+}
+
+impl Value for bool {
+    #[inline]
+    fn write(&self, row: &mut RowWriter<'_, '_>) {
+        row.chunk.bool(*self);
+    }
+}
+
+impl Value for str {
+    #[inline]
+    fn write(&self, row: &mut RowWriter<'_, '_>) {
+        row.chunk.str(self);
+    }
+}
+
+impl Value for String {
+    #[inline]
+    fn write(&self, row: &mut RowWriter<'_, '_>) {
+        row.chunk.str(self);
+    }
+}
+
+impl Value for IpAddr {
+    /// The address's usual text (`10.0.0.1`, `2001:db8::1`), formatted on the stack.
+    #[inline]
+    fn write(&self, row: &mut RowWriter<'_, '_>) {
+        let mut buffer = [0u8; 48];
+        row.chunk.str(format_ip(*self, &mut buffer));
+    }
+}
+
+impl<T: Value> Value for Option<T> {
+    #[inline]
+    fn write(&self, row: &mut RowWriter<'_, '_>) {
+        match self {
+            Some(value) => value.write(row),
+            None => row.chunk.null(),
+        }
+    }
+}
+
+impl<T: Value + ?Sized> Value for &T {
+    #[inline]
+    fn write(&self, row: &mut RowWriter<'_, '_>) {
+        (**self).write(row);
+    }
+}
+
+/// Formats `ip` into `buffer` without allocating: IPv4 by hand (the common case, once or twice per
+/// connection row), IPv6 through `Display`.
+fn format_ip(ip: IpAddr, buffer: &mut [u8; 48]) -> &str {
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    buffer[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buffer[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buffer[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buffer[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            len
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+            // An IPv6 address's text is at most 45 bytes: it always fits.
+            let _ = write!(cursor, "{v6}");
+            cursor.position() as usize
+        }
+    };
+    std::str::from_utf8(&buffer[..len]).unwrap_or_default()
 }
 
 /// The full column list of a record type's table, key columns first.
@@ -91,8 +224,11 @@ pub(crate) fn column_list<R: Record>() -> Vec<&'static str> {
 }
 
 /// An open Appender for one table: push records as they come, [`Sink::finish`] at the end.
+///
+/// Rows are written value by value into a DuckDB data chunk (no `ToSql`, no allocation per row)
+/// and appended a chunk at a time; see `chunk.rs`.
 pub struct Sink<'conn, R: Record> {
-    appender: Appender<'conn>,
+    appender: ChunkAppender<'conn>,
     scope: Scope,
     rows: u64,
     unflushed: u64,
@@ -106,19 +242,23 @@ impl<R: Record> std::fmt::Debug for Sink<'_, R> {
 }
 
 impl<'conn, R: Record> Sink<'conn, R> {
-    pub(crate) fn new(connection: &'conn duckdb::Connection, scope: Scope) -> Result<Self> {
+    pub(crate) fn new(database: &'conn RawDatabase, scope: Scope) -> Result<Self> {
         let columns = column_list::<R>();
-        let appender = connection
-            .appender_with_columns(R::TABLE, &columns)
+        let appender = ChunkAppender::new(database, R::TABLE, &columns)
             .map_err(|source| StoreError::Ingest { table: R::TABLE, source })?;
         Ok(Sink { appender, scope, rows: 0, unflushed: 0, _record: std::marker::PhantomData })
     }
 
     /// Appends one record; every [`BATCH_ROWS`] rows the batch is flushed into the table.
     pub fn push(&mut self, record: &R) -> Result<()> {
-        let mut row =
-            RowWriter { appender: &mut self.appender, scope: &self.scope, staged: R::STAGED };
-        record.append(&mut row).map_err(|source| StoreError::Ingest { table: R::TABLE, source })?;
+        let chunk = &mut self.appender;
+        chunk.str(&self.scope.run_id);
+        chunk.str(&self.scope.host);
+        if R::STAGED {
+            chunk.str(&self.scope.stage);
+        }
+        record.append(&mut RowWriter { chunk });
+        self.appender.end_row().map_err(|source| StoreError::Ingest { table: R::TABLE, source })?;
         self.rows += 1;
         self.unflushed += 1;
         if self.unflushed >= BATCH_ROWS {
@@ -168,10 +308,10 @@ pub struct ConnectionCounts {
 }
 
 impl<'conn> ConnectionSink<'conn> {
-    pub(crate) fn new(connection: &'conn duckdb::Connection, scope: &Scope) -> Result<Self> {
+    pub(crate) fn new(database: &'conn RawDatabase, scope: &Scope) -> Result<Self> {
         Ok(ConnectionSink {
-            connections: Sink::new(connection, scope.clone())?,
-            exchanges: Sink::new(connection, scope.clone())?,
+            connections: Sink::new(database, scope.clone())?,
+            exchanges: Sink::new(database, scope.clone())?,
         })
     }
 
@@ -245,51 +385,47 @@ impl Record for ConnectionRecord {
         "expired",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        let client_ip = self.client_ip.to_string();
-        let server_ip = self.server_ip.to_string();
-        row.values(&[
-            &big(self.conn_id),
-            &client_ip,
-            &self.client_port,
-            &server_ip,
-            &self.server_port,
-            &self.vlan,
-            &self.interface_id,
-            &self.syn_ts_ns,
-            &self.handshake_us,
-            &self.synack_to_ack_us,
-            &self.syn_retransmits,
-            &self.first_request_ts_ns,
-            &self.request_wait_us,
-            &self.server_us,
-            &self.response_us,
-            &self.exchanges,
-            &self.db_setup_us,
-            &self.idle_us,
-            &self.close_start_ts_ns,
-            &self.close_us,
-            &self.closed_by.map(|side| side.as_str()),
-            &self.reset_by.map(|side| side.as_str()),
-            &self.reset_phase.map(|phase| phase.as_str()),
-            &self.half_closed,
-            &self.retransmits,
-            &self.out_of_order,
-            &self.dup_acks,
-            &self.zero_windows,
-            &self.window_full,
-            &big(self.bytes_c2s),
-            &big(self.bytes_s2c),
-            &self.first_ts_ns,
-            &self.last_ts_ns,
-            &self.lifetime_us,
-            &big(self.packets),
-            &self.state.as_str(),
-            &self.protocol.as_str(),
-            &self.http_requests,
-            &self.http_responses,
-            &self.expired,
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.conn_id));
+        row.put(&self.client_ip);
+        row.put(&self.client_port);
+        row.put(&self.server_ip);
+        row.put(&self.server_port);
+        row.put(&self.vlan);
+        row.put(&self.interface_id);
+        row.put(&self.syn_ts_ns);
+        row.put(&self.handshake_us);
+        row.put(&self.synack_to_ack_us);
+        row.put(&self.syn_retransmits);
+        row.put(&self.first_request_ts_ns);
+        row.put(&self.request_wait_us);
+        row.put(&self.server_us);
+        row.put(&self.response_us);
+        row.put(&self.exchanges);
+        row.put(&self.db_setup_us);
+        row.put(&self.idle_us);
+        row.put(&self.close_start_ts_ns);
+        row.put(&self.close_us);
+        row.put(&self.closed_by.map(|side| side.as_str()));
+        row.put(&self.reset_by.map(|side| side.as_str()));
+        row.put(&self.reset_phase.map(|phase| phase.as_str()));
+        row.put(&self.half_closed);
+        row.put(&self.retransmits);
+        row.put(&self.out_of_order);
+        row.put(&self.dup_acks);
+        row.put(&self.zero_windows);
+        row.put(&self.window_full);
+        row.put(&big(self.bytes_c2s));
+        row.put(&big(self.bytes_s2c));
+        row.put(&self.first_ts_ns);
+        row.put(&self.last_ts_ns);
+        row.put(&self.lifetime_us);
+        row.put(&big(self.packets));
+        row.put(&self.state.as_str());
+        row.put(&self.protocol.as_str());
+        row.put(&self.http_requests);
+        row.put(&self.http_responses);
+        row.put(&self.expired);
     }
 }
 
@@ -312,22 +448,20 @@ impl Record for ExchangeRecord {
         "response_bytes",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &big(self.conn_id),
-            &self.seq,
-            &self.request_start_ts_ns,
-            &self.request_end_ts_ns,
-            &self.response_start_ts_ns,
-            &self.response_end_ts_ns,
-            &self.server_us,
-            &self.response_us,
-            &self.method,
-            &self.path,
-            &self.status,
-            &big(self.request_bytes),
-            &big(self.response_bytes),
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.conn_id));
+        row.put(&self.seq);
+        row.put(&self.request_start_ts_ns);
+        row.put(&self.request_end_ts_ns);
+        row.put(&self.response_start_ts_ns);
+        row.put(&self.response_end_ts_ns);
+        row.put(&self.server_us);
+        row.put(&self.response_us);
+        row.put(&self.method);
+        row.put(&self.path);
+        row.put(&self.status);
+        row.put(&big(self.request_bytes));
+        row.put(&big(self.response_bytes));
     }
 }
 
@@ -337,15 +471,13 @@ impl Record for CaptureWarning {
     const COLUMNS: &'static [&'static str] =
         &["file", "packet_index", "reason", "count", "byte_offset", "detail"];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &self.file,
-            &big_opt(self.packet_index),
-            &self.reason.as_str(),
-            &big(self.count),
-            &big_opt(self.byte_offset),
-            &self.detail,
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&self.file);
+        row.put(&big_opt(self.packet_index));
+        row.put(&self.reason.as_str());
+        row.put(&big(self.count));
+        row.put(&big_opt(self.byte_offset));
+        row.put(&self.detail);
     }
 }
 
@@ -355,15 +487,13 @@ impl Record for SnapshotRecord {
     const COLUMNS: &'static [&'static str] =
         &["snap_id", "ts_ns", "source_host", "proc_root", "socket_source", "duration_us"];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &big(self.snap_id),
-            &self.ts_ns,
-            &self.host,
-            &self.proc_root,
-            &self.socket_source,
-            &(self.duration_us as f64),
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.snap_id));
+        row.put(&self.ts_ns);
+        row.put(&self.host);
+        row.put(&self.proc_root);
+        row.put(&self.socket_source);
+        row.put(&(self.duration_us as f64));
     }
 }
 
@@ -385,21 +515,19 @@ impl Record for SystemRecord {
         "swap_used_bytes",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &big(self.snap_id),
-            &self.load1,
-            &self.load5,
-            &self.load15,
-            &self.cpu_count,
-            &self.cpu_usage_pct,
-            &self.cpu_max_pct,
-            &big(self.mem_total_bytes),
-            &big(self.mem_available_bytes),
-            &big(self.mem_used_bytes),
-            &big(self.swap_total_bytes),
-            &big(self.swap_used_bytes),
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.snap_id));
+        row.put(&self.load1);
+        row.put(&self.load5);
+        row.put(&self.load15);
+        row.put(&self.cpu_count);
+        row.put(&self.cpu_usage_pct);
+        row.put(&self.cpu_max_pct);
+        row.put(&big(self.mem_total_bytes));
+        row.put(&big(self.mem_available_bytes));
+        row.put(&big(self.mem_used_bytes));
+        row.put(&big(self.swap_total_bytes));
+        row.put(&big(self.swap_used_bytes));
     }
 }
 
@@ -408,8 +536,10 @@ impl Record for CpuRecord {
     const STAGED: bool = true;
     const COLUMNS: &'static [&'static str] = &["snap_id", "cpu", "usage_pct"];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[&big(self.snap_id), &self.cpu, &self.usage_pct])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.snap_id));
+        row.put(&self.cpu);
+        row.put(&self.usage_pct);
     }
 }
 
@@ -418,8 +548,10 @@ impl Record for SysctlRecord {
     const STAGED: bool = true;
     const COLUMNS: &'static [&'static str] = &["snap_id", "key", "value"];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[&big(self.snap_id), &self.key, &self.value])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.snap_id));
+        row.put(&self.key);
+        row.put(&self.value);
     }
 }
 
@@ -458,38 +590,36 @@ impl Record for SocketRecord {
         "last_recv_ms",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &big(self.snap_id),
-            &self.family,
-            &self.state,
-            &self.local_ip,
-            &self.local_port,
-            &self.remote_ip,
-            &self.remote_port,
-            &self.send_q_bytes,
-            &self.recv_q_bytes,
-            &self.timer,
-            &big(self.timer_expires_ms),
-            &self.retransmits,
-            &self.uid,
-            &big(self.inode),
-            &self.pid,
-            &self.process,
-            &self.listen_backlog,
-            &self.accept_queue,
-            &self.rtt_us.map(f64::from),
-            &self.rttvar_us.map(f64::from),
-            &self.cwnd_segments,
-            &self.retrans_segments,
-            &self.total_retrans_segments,
-            &self.lost_segments,
-            &self.unacked_segments,
-            &big_opt(self.bytes_acked),
-            &big_opt(self.bytes_received),
-            &self.last_send_ms,
-            &self.last_recv_ms,
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.snap_id));
+        row.put(&self.family);
+        row.put(&self.state);
+        row.put(&self.local_ip);
+        row.put(&self.local_port);
+        row.put(&self.remote_ip);
+        row.put(&self.remote_port);
+        row.put(&self.send_q_bytes);
+        row.put(&self.recv_q_bytes);
+        row.put(&self.timer);
+        row.put(&big(self.timer_expires_ms));
+        row.put(&self.retransmits);
+        row.put(&self.uid);
+        row.put(&big(self.inode));
+        row.put(&self.pid);
+        row.put(&self.process);
+        row.put(&self.listen_backlog);
+        row.put(&self.accept_queue);
+        row.put(&self.rtt_us.map(f64::from));
+        row.put(&self.rttvar_us.map(f64::from));
+        row.put(&self.cwnd_segments);
+        row.put(&self.retrans_segments);
+        row.put(&self.total_retrans_segments);
+        row.put(&self.lost_segments);
+        row.put(&self.unacked_segments);
+        row.put(&big_opt(self.bytes_acked));
+        row.put(&big_opt(self.bytes_received));
+        row.put(&self.last_send_ms);
+        row.put(&self.last_recv_ms);
     }
 }
 
@@ -498,8 +628,11 @@ impl Record for SocketCountRecord {
     const STAGED: bool = true;
     const COLUMNS: &'static [&'static str] = &["snap_id", "protocol", "state", "count"];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[&big(self.snap_id), &self.protocol, &self.state, &big(self.count)])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.snap_id));
+        row.put(&self.protocol);
+        row.put(&self.state);
+        row.put(&big(self.count));
     }
 }
 
@@ -508,8 +641,11 @@ impl Record for TcpCounterRecord {
     const STAGED: bool = true;
     const COLUMNS: &'static [&'static str] = &["snap_id", "name", "value", "rate_per_s"];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[&big(self.snap_id), &self.name, &self.value, &self.rate_per_s])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.snap_id));
+        row.put(&self.name);
+        row.put(&self.value);
+        row.put(&self.rate_per_s);
     }
 }
 
@@ -530,20 +666,18 @@ impl Record for ProcessRecord {
         "children",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &big(self.snap_id),
-            &self.pid,
-            &self.name,
-            &self.cmdline,
-            &self.cpu_pct,
-            &big(self.rss_bytes),
-            &self.threads,
-            &self.open_fds,
-            &big_opt(self.fd_limit),
-            &self.sockets,
-            &self.children,
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.snap_id));
+        row.put(&self.pid);
+        row.put(&self.name);
+        row.put(&self.cmdline);
+        row.put(&self.cpu_pct);
+        row.put(&big(self.rss_bytes));
+        row.put(&self.threads);
+        row.put(&self.open_fds);
+        row.put(&big_opt(self.fd_limit));
+        row.put(&self.sockets);
+        row.put(&self.children);
     }
 }
 
@@ -568,24 +702,22 @@ impl Record for RequestRecord {
         "reused",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &big(self.request_id),
-            &self.url_class,
-            &self.method,
-            &self.url,
-            &big(self.scheduled_ts_ns),
-            &big(self.start_ts_ns),
-            &big_opt(self.first_byte_ts_ns),
-            &big(self.end_ts_ns),
-            &(self.latency_us as f64),
-            &self.status,
-            &big(self.response_body_bytes),
-            &self.error_kind.map(|kind| kind.as_str()),
-            &big_opt(self.connection_id),
-            &self.local_port,
-            &self.reused,
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&big(self.request_id));
+        row.put(&self.url_class);
+        row.put(&self.method);
+        row.put(&self.url);
+        row.put(&big(self.scheduled_ts_ns));
+        row.put(&big(self.start_ts_ns));
+        row.put(&big_opt(self.first_byte_ts_ns));
+        row.put(&big(self.end_ts_ns));
+        row.put(&(self.latency_us as f64));
+        row.put(&self.status);
+        row.put(&big(self.response_body_bytes));
+        row.put(&self.error_kind.map(|kind| kind.as_str()));
+        row.put(&big_opt(self.connection_id));
+        row.put(&self.local_port);
+        row.put(&self.reused);
     }
 }
 
@@ -618,32 +750,30 @@ impl Record for LoadSummary {
         "latency_max_us",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &self.url_class,
-            &big(self.requests),
-            &big(self.responses),
-            &self.requests_per_s,
-            &big(self.status_1xx),
-            &big(self.status_2xx),
-            &big(self.status_3xx),
-            &big(self.status_4xx),
-            &big(self.status_5xx),
-            &big(self.errors),
-            &big(self.errors_connect_refused),
-            &big(self.errors_timeout),
-            &big(self.errors_reset),
-            &big(self.errors_other),
-            &big(self.connections_opened),
-            &big(self.response_body_bytes),
-            &(self.latency_min_us as f64),
-            &self.latency_mean_us,
-            &(self.latency_p50_us as f64),
-            &(self.latency_p90_us as f64),
-            &(self.latency_p99_us as f64),
-            &(self.latency_p999_us as f64),
-            &(self.latency_max_us as f64),
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&self.url_class);
+        row.put(&big(self.requests));
+        row.put(&big(self.responses));
+        row.put(&self.requests_per_s);
+        row.put(&big(self.status_1xx));
+        row.put(&big(self.status_2xx));
+        row.put(&big(self.status_3xx));
+        row.put(&big(self.status_4xx));
+        row.put(&big(self.status_5xx));
+        row.put(&big(self.errors));
+        row.put(&big(self.errors_connect_refused));
+        row.put(&big(self.errors_timeout));
+        row.put(&big(self.errors_reset));
+        row.put(&big(self.errors_other));
+        row.put(&big(self.connections_opened));
+        row.put(&big(self.response_body_bytes));
+        row.put(&(self.latency_min_us as f64));
+        row.put(&self.latency_mean_us);
+        row.put(&(self.latency_p50_us as f64));
+        row.put(&(self.latency_p90_us as f64));
+        row.put(&(self.latency_p99_us as f64));
+        row.put(&(self.latency_p999_us as f64));
+        row.put(&(self.latency_max_us as f64));
     }
 }
 
@@ -663,19 +793,17 @@ impl Record for RunRecord {
         "run_dir",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &self.playbook,
-            &self.playbook_path,
-            &self.playbook_sha256,
-            &self.variables_json,
-            &self.started_ts_ns,
-            &self.ended_ts_ns,
-            &self.status,
-            &self.tool_version,
-            &self.kernel,
-            &self.run_dir,
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&self.playbook);
+        row.put(&self.playbook_path);
+        row.put(&self.playbook_sha256);
+        row.put(&self.variables_json);
+        row.put(&self.started_ts_ns);
+        row.put(&self.ended_ts_ns);
+        row.put(&self.status);
+        row.put(&self.tool_version);
+        row.put(&self.kernel);
+        row.put(&self.run_dir);
     }
 }
 
@@ -695,19 +823,17 @@ impl Record for StepRecord {
         "outputs_json",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &self.step_id,
-            &self.stage,
-            &self.name,
-            &self.kind,
-            &self.started_ts_ns,
-            &self.ended_ts_ns,
-            &self.duration_us,
-            &self.status,
-            &self.message,
-            &self.outputs_json,
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&self.step_id);
+        row.put(&self.stage);
+        row.put(&self.name);
+        row.put(&self.kind);
+        row.put(&self.started_ts_ns);
+        row.put(&self.ended_ts_ns);
+        row.put(&self.duration_us);
+        row.put(&self.status);
+        row.put(&self.message);
+        row.put(&self.outputs_json);
     }
 }
 
@@ -730,22 +856,20 @@ impl Record for CommandRecord {
         "stderr_path",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &self.command_id,
-            &self.step_id,
-            &self.purpose,
-            &self.argv_json,
-            &self.cwd,
-            &self.started_ts_ns,
-            &self.ended_ts_ns,
-            &self.duration_us,
-            &self.exit_code,
-            &self.signal,
-            &self.timed_out,
-            &self.stdout_path,
-            &self.stderr_path,
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&self.command_id);
+        row.put(&self.step_id);
+        row.put(&self.purpose);
+        row.put(&self.argv_json);
+        row.put(&self.cwd);
+        row.put(&self.started_ts_ns);
+        row.put(&self.ended_ts_ns);
+        row.put(&self.duration_us);
+        row.put(&self.exit_code);
+        row.put(&self.signal);
+        row.put(&self.timed_out);
+        row.put(&self.stdout_path);
+        row.put(&self.stderr_path);
     }
 }
 
@@ -764,17 +888,225 @@ impl Record for FindingRecord {
         "evidence_sql",
     ];
 
-    fn append(&self, row: &mut RowWriter<'_, '_>) -> duckdb::Result<()> {
-        row.values(&[
-            &self.finding_id,
-            &self.rule,
-            &self.severity,
-            &self.score,
-            &self.stage,
-            &self.endpoint,
-            &self.title,
-            &self.detail,
-            &self.evidence_sql,
-        ])
+    fn append(&self, row: &mut RowWriter<'_, '_>) {
+        row.put(&self.finding_id);
+        row.put(&self.rule);
+        row.put(&self.severity);
+        row.put(&self.score);
+        row.put(&self.stage);
+        row.put(&self.endpoint);
+        row.put(&self.title);
+        row.put(&self.detail);
+        row.put(&self.evidence_sql);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::query::Cell;
+    use crate::Store;
+
+    /// One row of every column type the chunk writer knows, NULLs included.
+    #[derive(Debug, Clone)]
+    struct Sample {
+        seq: u64,
+        flag: Option<bool>,
+        small: Option<u16>,
+        big: Option<u64>,
+        real: Option<f64>,
+        text: Option<String>,
+        ip: Option<IpAddr>,
+    }
+
+    impl Record for Sample {
+        const TABLE: &'static str = "sample";
+        const STAGED: bool = true;
+        const COLUMNS: &'static [&'static str] =
+            &["seq", "flag", "small", "big", "real", "text", "ip"];
+
+        fn append(&self, row: &mut RowWriter<'_, '_>) {
+            row.put(&self.seq);
+            row.put(&self.flag);
+            row.put(&self.small);
+            row.put(&self.big);
+            row.put(&self.real);
+            row.put(&self.text);
+            row.put(&self.ip);
+        }
+    }
+
+    const SAMPLE_TABLE: &str = "CREATE TABLE sample (run_id VARCHAR NOT NULL, host VARCHAR NOT NULL, \
+        stage VARCHAR NOT NULL, seq BIGINT, flag BOOLEAN, small INTEGER, big BIGINT, real DOUBLE, text VARCHAR, \
+        ip VARCHAR)";
+
+    fn sample(index: u64) -> Sample {
+        let texts = ["", "short", "Zürich → 東京 🚀, longer than twelve bytes", "ümlaut"];
+        let ips: [IpAddr; 3] = [
+            IpAddr::V4(Ipv4Addr::new(10, (index >> 8) as u8, index as u8, 255)),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, index as u16)),
+            IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
+        ];
+        Sample {
+            seq: index,
+            flag: (!index.is_multiple_of(5)).then_some(index.is_multiple_of(2)),
+            small: (!index.is_multiple_of(7)).then_some(index as u16),
+            big: (!index.is_multiple_of(11)).then_some(if index == 1 {
+                u64::MAX
+            } else {
+                index << 33
+            }),
+            real: (!index.is_multiple_of(13)).then_some(index as f64 / 8.0),
+            text: (!index.is_multiple_of(3)).then(|| texts[(index % 4) as usize].to_string()),
+            ip: (!index.is_multiple_of(17)).then_some(ips[(index % 3) as usize]),
+        }
+    }
+
+    fn expected(index: u64) -> Vec<Cell> {
+        let s = sample(index);
+        vec![
+            Cell::Int(index as i64),
+            s.flag.map_or(Cell::Null, Cell::Bool),
+            s.small.map_or(Cell::Null, |v| Cell::Int(i64::from(v))),
+            s.big.map_or(Cell::Null, |v| Cell::Int(big(v))),
+            s.real.map_or(Cell::Null, Cell::Float),
+            s.text.map_or(Cell::Null, Cell::Text),
+            s.ip.map_or(Cell::Null, |ip| Cell::Text(ip.to_string())),
+        ]
+    }
+
+    #[test]
+    fn every_column_type_round_trips_across_chunk_boundaries_with_nulls() {
+        let store = Store::in_memory().unwrap();
+        store.query(SAMPLE_TABLE).unwrap();
+        let scope = Scope::new("run", "hôst").with_stage("reproduce");
+        // 2048 rows per chunk: 5000 rows end in a partial third chunk.
+        let rows: Vec<Sample> = (0..5000).map(sample).collect();
+        let mut sink = store.sink::<Sample>(&scope).unwrap();
+        sink.extend(&rows).unwrap();
+        assert_eq!(sink.finish().unwrap(), 5000);
+
+        let result = store
+            .query(
+                "SELECT seq, flag, small, big, real, text, ip FROM sample \
+                 WHERE run_id = 'run' AND host = 'hôst' AND stage = 'reproduce' ORDER BY seq",
+            )
+            .unwrap();
+        assert_eq!(result.rows.len(), 5000);
+        for (index, row) in result.rows.iter().enumerate() {
+            assert_eq!(row, &expected(index as u64), "row {index}");
+        }
+    }
+
+    #[test]
+    fn a_sink_flushes_when_dropped_and_when_asked() {
+        let store = Store::in_memory().unwrap();
+        store.query(SAMPLE_TABLE).unwrap();
+        let scope = Scope::new("run", "host");
+        let mut sink = store.sink::<Sample>(&scope).unwrap();
+        sink.push(&sample(1)).unwrap();
+        sink.flush().unwrap();
+        let count = |store: &Store| store.query("SELECT count(*) FROM sample").unwrap().rows;
+        assert_eq!(count(&store), vec![vec![Cell::Int(1)]]);
+        sink.push(&sample(2)).unwrap();
+        drop(sink);
+        assert_eq!(count(&store), vec![vec![Cell::Int(2)]]);
+    }
+
+    /// Writes whatever columns it is told to, to check the writer refuses bad rows.
+    #[derive(Debug)]
+    struct Wrong(&'static str);
+
+    impl Record for Wrong {
+        const TABLE: &'static str = "sample";
+        const STAGED: bool = true;
+        const COLUMNS: &'static [&'static str] =
+            &["seq", "flag", "small", "big", "real", "text", "ip"];
+
+        fn append(&self, row: &mut RowWriter<'_, '_>) {
+            match self.0 {
+                "text into BOOLEAN" => {
+                    row.put(&1u8);
+                    row.put("yes");
+                }
+                "too few" => row.put(&1u8),
+                "too many" => (0..8).for_each(|_| row.put(&None::<bool>)),
+                "INTEGER overflow" => {
+                    row.put(&1u8);
+                    row.put(&true);
+                    row.put(&(i64::from(i32::MAX) + 1));
+                }
+                _ => {}
+            }
+            while !matches!(self.0, "too few" | "too many") && row.chunk.next_kind().is_some() {
+                row.put(&None::<bool>);
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_types_and_counts_fail_the_push_not_the_memory() {
+        let store = Store::in_memory().unwrap();
+        store.query(SAMPLE_TABLE).unwrap();
+        let mut sink = store.sink::<Wrong>(&Scope::new("run", "host")).unwrap();
+        for case in ["text into BOOLEAN", "too few", "too many", "INTEGER overflow"] {
+            let err = sink.push(&Wrong(case)).unwrap_err();
+            assert!(matches!(err, StoreError::Ingest { table: "sample", .. }), "{case}: {err}");
+        }
+        sink.push(&Wrong("all NULL")).unwrap();
+        sink.finish().unwrap();
+        // The failed rows left nothing behind, not even NULL marks in the row that followed.
+        let mut sink = store.sink::<Sample>(&Scope::new("run", "host")).unwrap();
+        for case in ["too many", "too few"] {
+            sink.appender.str("run");
+            sink.appender.str("host");
+            sink.appender.str("");
+            Wrong(case).append(&mut RowWriter { chunk: &mut sink.appender });
+            assert!(sink.appender.end_row().is_err(), "{case}");
+        }
+        sink.push(&sample(1)).unwrap();
+        sink.finish().unwrap();
+        let rows = store.query("SELECT count(*), count(flag) FROM sample").unwrap().rows;
+        assert_eq!(rows, vec![vec![Cell::Int(2), Cell::Int(1)]]);
+        let row = store
+            .query("SELECT seq, flag, small, big, real, text, ip FROM sample WHERE seq = 1")
+            .unwrap()
+            .rows;
+        assert_eq!(row, vec![expected(1)]);
+    }
+
+    #[test]
+    fn a_read_only_store_has_no_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.duckdb");
+        Store::open(&path, crate::Access::ReadWrite).unwrap().close().unwrap();
+        let store = Store::open(&path, crate::Access::ReadOnly).unwrap();
+        let err = store.sink::<RunRecord>(&Scope::new("r", "h")).unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+
+    #[test]
+    fn addresses_are_formatted_like_display() {
+        let mut buffer = [0u8; 48];
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "192.168.1.20",
+            "::",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:192.0.2.128",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(format_ip(ip, &mut buffer), ip.to_string());
+        }
+        for octet in 0..=255u8 {
+            let ip = IpAddr::V4(Ipv4Addr::new(octet, 0, octet, 7));
+            assert_eq!(format_ip(ip, &mut buffer), ip.to_string());
+        }
     }
 }

@@ -14,6 +14,9 @@
 //! and it never prints: it returns data and typed errors ([`StoreError`]).
 
 pub mod archive;
+// The only module with unsafe code: DuckDB's C API for data-chunk ingest (see its SAFETY notes).
+#[allow(unsafe_code)]
+mod chunk;
 pub mod error;
 pub mod ingest;
 mod parquet;
@@ -28,7 +31,9 @@ pub use archive::{
     create_archive, import_archives, verify_archive, CreateOptions, Manifest, Problem, Verification,
 };
 pub use error::{Result, StoreError};
-pub use ingest::{ConnectionCounts, ConnectionSink, Record, Scope, Sink, BATCH_ROWS};
+pub use ingest::{
+    ConnectionCounts, ConnectionSink, Record, RowWriter, Scope, Sink, Value, BATCH_ROWS,
+};
 pub use parquet::ExportedTable;
 pub use query::{split_statements, Cell, Column, QueryResult, StatementText};
 pub use records::{CommandRecord, FindingRecord, RunRecord, StepRecord};

@@ -13,6 +13,7 @@ use duckdb::{AccessMode, Config, Connection};
 
 use peel_snap::records::SnapshotRecords;
 
+use crate::chunk::RawDatabase;
 use crate::error::{Result, StoreError};
 use crate::ingest::{ConnectionSink, Record, Scope, Sink};
 use crate::query::{self, QueryResult};
@@ -31,7 +32,10 @@ pub enum Access {
 /// An open peel database.
 #[derive(Debug)]
 pub struct Store {
+    /// Declared before `database`: fields drop in order, and the connection must go first.
     connection: Connection,
+    /// The raw database handle Appenders connect to (writable stores only).
+    database: Option<RawDatabase>,
     /// The name the database has (or will have after [`Store::close`]).
     path: PathBuf,
     /// Set while a new database lives under its temporary name.
@@ -56,10 +60,15 @@ impl Store {
     /// A private in-memory database with the full schema (tests, scratch work).
     pub fn in_memory() -> Result<Store> {
         let path = PathBuf::from(":memory:");
-        let connection = Connection::open_in_memory()
-            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let (database, connection) = open_raw(&path)?;
         schema::prepare(&connection, &path, true, TOOL_VERSION)?;
-        Ok(Store { connection, path, partial: None, access: Access::ReadWrite })
+        Ok(Store {
+            connection,
+            database: Some(database),
+            path,
+            partial: None,
+            access: Access::ReadWrite,
+        })
     }
 
     fn open_read_only(path: &Path) -> Result<Store> {
@@ -70,14 +79,25 @@ impl Store {
         let config = Config::default().access_mode(AccessMode::ReadOnly).map_err(open_err)?;
         let connection = Connection::open_with_flags(path, config).map_err(open_err)?;
         schema::prepare(&connection, path, false, TOOL_VERSION)?;
-        Ok(Store { connection, path: path.to_path_buf(), partial: None, access: Access::ReadOnly })
+        Ok(Store {
+            connection,
+            database: None,
+            path: path.to_path_buf(),
+            partial: None,
+            access: Access::ReadOnly,
+        })
     }
 
     fn open_existing_writable(path: &Path) -> Result<Store> {
-        let connection = Connection::open(path)
-            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let (database, connection) = open_raw(path)?;
         schema::prepare(&connection, path, true, TOOL_VERSION)?;
-        Ok(Store { connection, path: path.to_path_buf(), partial: None, access: Access::ReadWrite })
+        Ok(Store {
+            connection,
+            database: Some(database),
+            path: path.to_path_buf(),
+            partial: None,
+            access: Access::ReadWrite,
+        })
     }
 
     fn create(path: &Path) -> Result<Store> {
@@ -91,12 +111,12 @@ impl Store {
                 _ => {}
             }
         }
-        let connection = Connection::open(&partial)
-            .map_err(|source| StoreError::Open { path: partial.clone(), source })?;
+        let (database, connection) = open_raw(&partial)?;
         restrict_mode(&partial)?;
         schema::prepare(&connection, &partial, true, TOOL_VERSION)?;
         Ok(Store {
             connection,
+            database: Some(database),
             path: path.to_path_buf(),
             partial: Some(partial),
             access: Access::ReadWrite,
@@ -105,7 +125,7 @@ impl Store {
 
     /// Checkpoints and closes the database; a new database gets its final name only now.
     pub fn close(self) -> Result<PathBuf> {
-        let Store { connection, path, partial, access } = self;
+        let Store { connection, database, path, partial, access } = self;
         let current = partial.clone().unwrap_or_else(|| path.clone());
         if access == Access::ReadWrite && path != Path::new(":memory:") {
             connection
@@ -115,6 +135,8 @@ impl Store {
         connection
             .close()
             .map_err(|(_, source)| StoreError::Open { path: current.clone(), source })?;
+        // Closing the database (after its last connection) releases the file before the rename.
+        drop(database);
         if let Some(partial) = partial {
             restrict_mode(&partial)?;
             fs::rename(&partial, &path).map_err(StoreError::io(&path))?;
@@ -145,12 +167,22 @@ impl Store {
 
     /// An open Appender for streaming records of one type (flushed every `BATCH_ROWS` rows).
     pub fn sink<R: Record>(&self, scope: &Scope) -> Result<Sink<'_, R>> {
-        Sink::new(&self.connection, scope.clone())
+        Sink::new(self.writable_database(R::TABLE)?, scope.clone())
+    }
+
+    fn writable_database(&self, table: &'static str) -> Result<&RawDatabase> {
+        self.database.as_ref().ok_or_else(|| StoreError::Ingest {
+            table,
+            source: duckdb::Error::DuckDBFailure(
+                duckdb::ffi::Error::new(duckdb::ffi::DuckDBError),
+                Some(format!("{} is open read-only", self.path.display())),
+            ),
+        })
     }
 
     /// The sink peel-wire's analyzer pushes finished connections (with their exchanges) into.
     pub fn connection_sink(&self, scope: &Scope) -> Result<ConnectionSink<'_>> {
-        ConnectionSink::new(&self.connection, scope)
+        ConnectionSink::new(self.writable_database("connections")?, scope)
     }
 
     /// Ingests every table of one snapshot (`snapshots`, `system`, `cpus`, `sysctl`, `sockets`,
@@ -238,6 +270,15 @@ impl Store {
     pub(crate) fn connection(&self) -> &Connection {
         &self.connection
     }
+}
+
+/// Opens a database read-write through the C API (so Appenders can connect to it) and a
+/// duckdb-rs connection to it for everything else.
+fn open_raw(path: &Path) -> Result<(RawDatabase, Connection)> {
+    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let database = RawDatabase::open(path).map_err(open_err)?;
+    let connection = database.connect().map_err(open_err)?;
+    Ok((database, connection))
 }
 
 /// `<file>.partial`: where a new database lives until it is closed.
