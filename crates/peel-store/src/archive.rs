@@ -4,8 +4,10 @@
 //!
 //! - [`create_archive`]: written under a temporary name and renamed, mode 0600; returns the
 //!   archive's SHA-256 for the caller to print. `--parquet` replaces each database by its tables
-//!   as hive-partitioned Parquet; `--redact` cuts captures to protocol headers and can pseudonymize
-//!   IP addresses consistently across captures and database ([`crate::redact`]).
+//!   as hive-partitioned Parquet; `--redact` cuts captures to protocol headers ([`crate::redact`]),
+//!   replaces URL paths in the database and the step logs by consistent pseudonyms and masks
+//!   credentials there ([`crate::scrub`]), and can pseudonymize IP addresses consistently across
+//!   captures, database and logs; the maps are saved next to the archive, never inside it.
 //! - [`verify_archive`]: re-hashes every member and names each one changed, missing or added.
 //! - [`import_archives`]: verifies, then merges the archives' runs into one database, refusing to
 //!   import a run twice.
@@ -23,6 +25,7 @@ use crate::parquet::{sql_path, ExportedTable};
 use crate::query::{format_timestamp_ns, Cell};
 use crate::redact::{self, capture_kind, CaptureKind, IpMap, RedactStats};
 use crate::schema::{SCHEMA_VERSION, TABLES};
+use crate::scrub::{self, PathMap, Scrubber};
 use crate::store::{restrict_mode, Access, Store};
 
 /// The `format` field of every manifest this peel writes.
@@ -123,6 +126,15 @@ pub struct Redaction {
     pub bytes_removed: u64,
     pub headers_masked: u64,
     pub blocks_dropped: u64,
+    /// URL paths replaced by pseudonyms (database and step logs); query strings dropped.
+    #[serde(default)]
+    pub paths_pseudonymized: bool,
+    /// Step logs redacted (paths, credentials, and addresses with `ips_pseudonymized`).
+    #[serde(default)]
+    pub step_logs: usize,
+    /// Database values replaced (paths, URLs, messages, command lines, addresses).
+    #[serde(default)]
+    pub database_values: u64,
 }
 
 /// One member with its size and SHA-256.
@@ -142,6 +154,8 @@ pub struct Created {
     pub manifest: Manifest,
     /// Where the IP pseudonym map was saved (outside the archive), if IPs were pseudonymized.
     pub ip_map: Option<PathBuf>,
+    /// Where the path pseudonym map was saved (outside the archive), if the archive is redacted.
+    pub path_map: Option<PathBuf>,
 }
 
 /// A member to add: its name in the archive and the file that holds its bytes.
@@ -172,12 +186,27 @@ pub fn create_archive(input: &Path, out: &Path, options: &CreateOptions) -> Resu
             reason: "the IP map must be kept outside the folder being archived".to_string(),
         });
     }
+    // Next to the archive like the IP map. (CreateOptions has no field for another place: adding
+    // one would break the struct literals of its users.)
+    let path_map_path = scrub::default_path_map_path(out);
+    if options.redact && metadata.is_dir() && is_inside(&path_map_path, input) {
+        return Err(StoreError::ArchiveInput {
+            path: path_map_path,
+            reason: "the path map must be kept outside the folder being archived".to_string(),
+        });
+    }
     let mut ip_map = if pseudonymize { Some(IpMap::load(&ip_map_path)?) } else { None };
+    let mut path_map =
+        if options.redact { PathMap::load(&path_map_path)? } else { PathMap::default() };
 
     let files: Vec<(String, PathBuf)> = if metadata.is_dir() {
         let mut files = Vec::new();
         walk(input, input, &mut files)?;
-        let skip = [fs::canonicalize(out).ok(), fs::canonicalize(&ip_map_path).ok()];
+        let skip = [
+            fs::canonicalize(out).ok(),
+            fs::canonicalize(&ip_map_path).ok(),
+            fs::canonicalize(&path_map_path).ok(),
+        ];
         files.retain(|(_, path)| !skip.contains(&fs::canonicalize(path).ok()));
         files
     } else {
@@ -194,6 +223,8 @@ pub fn create_archive(input: &Path, out: &Path, options: &CreateOptions) -> Resu
     let mut facts = Facts::default();
     let mut stats = RedactStats::default();
     let mut captures = 0;
+    let mut step_logs = 0;
+    let mut database_values = 0;
     for (name, path) in files {
         if is_duckdb(&path)? {
             if path.with_extension(wal_extension(&path)).exists() {
@@ -205,12 +236,13 @@ pub fn create_archive(input: &Path, out: &Path, options: &CreateOptions) -> Resu
                 });
             }
             let mut db = path.clone();
-            if let Some(map) = ip_map.as_mut() {
+            if options.redact {
                 db = scratch
                     .path()
                     .join(format!("db-{}.duckdb", databases.len() + parquet_dirs.len()));
                 fs::copy(&path, &db).map_err(StoreError::io(&path))?;
-                redact::pseudonymize_database(&db, map)?;
+                let mut scrubber = Scrubber { paths: &mut path_map, ips: ip_map.as_mut() };
+                database_values += scrub::redact_database(&db, &mut scrubber)?;
             }
             let store = Store::open(&db, Access::ReadOnly)?;
             facts.collect(&store)?;
@@ -238,6 +270,14 @@ pub fn create_archive(input: &Path, out: &Path, options: &CreateOptions) -> Resu
                 stats += redact::redact_file(&path, &target, ip_map.as_mut())?;
                 captures += 1;
                 members.push(Member { name: redacted_name, source: target });
+                continue;
+            }
+            if scrub::is_step_log(&name) {
+                let target = scratch.path().join(format!("log-{step_logs}"));
+                let mut scrubber = Scrubber { paths: &mut path_map, ips: ip_map.as_mut() };
+                scrub::redact_log(&path, &target, &mut scrubber)?;
+                step_logs += 1;
+                members.push(Member { name, source: target });
                 continue;
             }
         }
@@ -283,6 +323,9 @@ pub fn create_archive(input: &Path, out: &Path, options: &CreateOptions) -> Resu
             bytes_removed: stats.bytes_removed,
             headers_masked: stats.headers_masked,
             blocks_dropped: stats.blocks_dropped,
+            paths_pseudonymized: true,
+            step_logs,
+            database_values,
         }),
         files: Vec::new(),
     };
@@ -295,7 +338,20 @@ pub fn create_archive(input: &Path, out: &Path, options: &CreateOptions) -> Resu
         }
         None => None,
     };
-    Ok(Created { path: out.to_path_buf(), sha256, size_bytes, manifest, ip_map: ip_map_saved })
+    let path_map_saved = if options.redact {
+        path_map.save(&path_map_path)?;
+        Some(path_map_path)
+    } else {
+        None
+    };
+    Ok(Created {
+        path: out.to_path_buf(),
+        sha256,
+        size_bytes,
+        manifest,
+        ip_map: ip_map_saved,
+        path_map: path_map_saved,
+    })
 }
 
 /// Writes the tar.zst under a temporary name, then renames it; fills `manifest.files`.

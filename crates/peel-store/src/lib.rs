@@ -24,6 +24,7 @@ pub mod query;
 pub mod records;
 pub mod redact;
 pub mod schema;
+pub mod scrub;
 mod store;
 pub mod views;
 

@@ -609,47 +609,6 @@ pub(crate) fn redacted_name(member: &str) -> String {
     member.strip_suffix(".gz").unwrap_or(member).to_string()
 }
 
-/// Pseudonymizes the IP columns of a database copy with `map` (extending it).
-pub(crate) fn pseudonymize_database(db: &Path, map: &mut IpMap) -> Result<()> {
-    let store = crate::Store::open(db, crate::Access::ReadWrite)?;
-    let columns: &[(&str, &str)] = &[
-        ("connections", "client_ip"),
-        ("connections", "server_ip"),
-        ("sockets", "local_ip"),
-        ("sockets", "remote_ip"),
-    ];
-    let distinct: Vec<String> = columns
-        .iter()
-        .map(|(table, column)| format!("SELECT DISTINCT {column} AS ip FROM {table}"))
-        .collect();
-    let result = store.query(&format!("SELECT DISTINCT ip FROM ({})", distinct.join(" UNION ")))?;
-    let connection = store.connection();
-    let schema_err = |source| StoreError::Schema { path: db.to_path_buf(), source };
-    connection
-        .execute_batch("CREATE TEMP TABLE peel_ip_map (real VARCHAR, pseudo VARCHAR)")
-        .map_err(schema_err)?;
-    {
-        let mut appender = connection.appender("peel_ip_map").map_err(schema_err)?;
-        for row in &result.rows {
-            let Some(text) = row.first().and_then(|cell| cell.as_str()) else { continue };
-            let Ok(real) = text.parse::<IpAddr>() else { continue };
-            let pseudo = map.pseudonym(real).to_string();
-            appender.append_row([text, pseudo.as_str()]).map_err(schema_err)?;
-        }
-        appender.flush().map_err(schema_err)?;
-    }
-    for (table, column) in columns {
-        connection
-            .execute_batch(&format!(
-                "UPDATE {table} SET {column} = m.pseudo FROM peel_ip_map m \
-                 WHERE {table}.{column} = m.real"
-            ))
-            .map_err(schema_err)?;
-    }
-    store.close()?;
-    Ok(())
-}
-
 /// Where the IP map goes by default: next to the archive, never inside it.
 pub fn default_ip_map_path(archive: &Path) -> PathBuf {
     let mut name = archive.as_os_str().to_os_string();

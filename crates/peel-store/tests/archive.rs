@@ -258,6 +258,11 @@ fn redaction_cuts_payloads_masks_secrets_and_pseudonymizes_everywhere_consistent
     let root = tempfile::tempdir().unwrap();
     let dir = run_dir(root.path(), "r1", "host-a");
     let out = root.path().join("shareable.tar.zst");
+    fs::write(
+        dir.join("steps/1.stderr"),
+        "> GET /db?token=s3cr3t HTTP/1.1\n> Cookie: sid=abc1\ncurl http://127.0.0.1:8000/db from 10.0.0.1\n",
+    )
+    .unwrap();
     let redact = CreateOptions { redact: true, pseudonymize_ips: true, ..options() };
     let created = peel_store::create_archive(&dir, &out, &redact).unwrap();
     let map_path = created.ip_map.clone().unwrap();
@@ -284,11 +289,44 @@ fn redaction_cuts_payloads_masks_secrets_and_pseudonymizes_everywhere_consistent
     let store = Store::open(&db, Access::ReadOnly).unwrap();
     let clients =
         store.query("SELECT DISTINCT client_ip FROM connections WHERE conn_id = 1").unwrap();
-    assert_eq!(clients.rows, vec![vec![Cell::Text(pseudo_client)]]);
+    assert_eq!(clients.rows, vec![vec![Cell::Text(pseudo_client.clone())]]);
     let leaked = store
         .query("SELECT count(*) FROM connections WHERE client_ip = '10.0.0.1' OR server_ip LIKE '2001:db8%'")
         .unwrap();
     assert_eq!(leaked.rows, vec![vec![Cell::Int(0)]]);
+
+    // URL paths: one pseudonym for /db in exchanges, load request URLs and classes, and the step
+    // log; the query string is gone; the path map is kept next to the archive, not in it.
+    let path_map = created.path_map.clone().unwrap();
+    assert_eq!(path_map, root.path().join("shareable.tar.zst.pathmap.json"));
+    assert!(!members.iter().any(|(name, _)| name.ends_with("pathmap.json")));
+    let paths: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path_map).unwrap()).unwrap();
+    let db_path = paths["/db"].as_str().unwrap().to_string();
+    assert!(db_path.starts_with("/redacted-"), "{db_path}");
+    let exchange_paths = store.query("SELECT DISTINCT path FROM exchanges").unwrap();
+    assert_eq!(exchange_paths.rows, vec![vec![Cell::Text(db_path.clone())]]);
+    let pseudo_loopback = map["127.0.0.1"].as_str().unwrap();
+    let urls = store.query("SELECT DISTINCT url FROM load_requests").unwrap();
+    assert_eq!(
+        urls.rows,
+        vec![vec![Cell::Text(format!("http://{pseudo_loopback}:8000{db_path}"))]]
+    );
+    let classes =
+        store.query("SELECT count(*) FROM load_requests WHERE url_class = '/db'").unwrap();
+    assert_eq!(classes.rows, vec![vec![Cell::Int(0)]]);
+    let log = &members.iter().find(|(name, _)| name == "steps/1.stderr").unwrap().1;
+    assert_eq!(
+        String::from_utf8_lossy(log),
+        format!(
+            "> GET {db_path} HTTP/1.1\n> Cookie: ********\ncurl http://{pseudo_loopback}:8000{db_path} \
+             from {pseudo_client}\n"
+        )
+    );
+    let redaction = created.manifest.redaction.as_ref().unwrap();
+    assert!(redaction.paths_pseudonymized);
+    assert_eq!(redaction.step_logs, 2);
+    assert!(redaction.database_values > 0);
 
     // The original evidence is untouched.
     let original = Store::open(&dir.join("peel.duckdb"), Access::ReadOnly).unwrap();

@@ -50,10 +50,13 @@ struct CreateArgs {
     #[arg(long)]
     parquet: bool,
     /// Cut captures to protocol headers; mask Authorization, Proxy-Authorization, Cookie and
-    /// Set-Cookie values.
+    /// Set-Cookie values in captures and step logs; replace URL paths in the database (exchanges,
+    /// load requests, steps, commands, findings) and in step logs by consistent pseudonyms, query
+    /// strings dropped; the path map is saved as OUT.pathmap.json, outside the archive.
     #[arg(long)]
     redact: bool,
-    /// With --redact: replace IP addresses by consistent pseudonyms in captures and database.
+    /// With --redact: replace IP addresses by consistent pseudonyms in captures, database and step
+    /// logs.
     #[arg(long, requires = "redact")]
     pseudonymize_ips: bool,
     /// Pseudonym map to use and extend (kept outside the archive). Default: OUT.ipmap.json.
@@ -132,6 +135,13 @@ fn print_created(out: &mut impl Write, created: &Created) -> io::Result<()> {
             redaction.packets,
             redaction.bytes_removed,
             redaction.headers_masked
+        )?;
+    }
+    if let Some(map) = &created.path_map {
+        writeln!(
+            out,
+            "URL path pseudonym map (keep it private, it is not in the archive): {}",
+            map.display()
         )?;
     }
     if let Some(map) = &created.ip_map {
