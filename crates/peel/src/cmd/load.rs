@@ -259,7 +259,12 @@ struct StoreSink<'s, 'conn>(&'s mut peel_store::Sink<'conn, RequestRecord>);
 
 impl RecordSink for StoreSink<'_, '_> {
     fn record(&mut self, record: RequestRecord) -> Result<(), SinkError> {
-        self.0.push(&record).map_err(SinkError::from)
+        self.record_ref(&record)
+    }
+
+    /// The appender only reads the record: no clone per request.
+    fn record_ref(&mut self, record: &RequestRecord) -> Result<(), SinkError> {
+        self.0.push(record).map_err(SinkError::from)
     }
 }
 
