@@ -35,6 +35,9 @@ fn keepalive_reuses_exactly_n_connections() {
     let server = LoopbackServer::start(ServerBehavior::default()).unwrap();
     let mut config = closed(&server.url("/cached"), 8, 200);
     config.connections = 4;
+    // One thread holds all four connections: with several, a thread that starts late on a busy
+    // machine may find the shared request budget spent and open none, which is right but not exact.
+    config.threads = 1;
     let (report, records) = run(&config);
 
     assert_eq!(records.len(), 200);

@@ -37,9 +37,12 @@ fn closed_model_json_report_counts_requests_and_reused_connections() {
     assert_eq!(report["keepalive"], true);
     assert_eq!(report["total"]["requests"], 40);
     assert_eq!(report["total"]["status_2xx"], 40);
-    assert_eq!(report["connections_opened"], 2);
+    // One kept-alive connection per client; a client whose thread starts after the other spent the
+    // 40-request budget opens none (busy CI machine), so one is as right as two, but never more.
+    let opened = report["connections_opened"].as_u64().unwrap_or(0);
+    assert!((1..=2).contains(&opened), "{report}");
     assert_eq!(report["classes"][0]["url_class"], "/cached");
-    assert_eq!(server.connections_accepted(), 2);
+    assert_eq!(server.connections_accepted(), opened);
     assert!(output.stderr.is_empty(), "no progress line when stderr is not a terminal");
 }
 
