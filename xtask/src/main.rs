@@ -72,7 +72,14 @@ fn built_peel() -> anyhow::Result<PathBuf> {
 }
 
 /// The workspace root (xtask lives one level below it).
+///
+/// `cargo run` sets `CARGO_MANIFEST_DIR` for the running process too, and that one wins: checkouts
+/// at different paths that share a target dir (CI clones, worktrees) share one xtask binary, which
+/// cargo does not rebuild when only the path changed, so the compile-time value can name another
+/// checkout.
 fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
 }

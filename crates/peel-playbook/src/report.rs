@@ -16,7 +16,8 @@ pub(crate) fn write(store: &Store, plan: &Plan, summary: &RunSummary) -> Result<
     let path = summary.run_dir.join("report.md");
     std::fs::write(&path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
     let html = summary.run_dir.join("report.html");
-    std::fs::write(&html, crate::report_html::render(&text, summary))
+    let charts = matrix_charts(store, plan, &quote(&summary.run_id));
+    std::fs::write(&html, crate::report_html::render(&text, summary, &charts))
         .map_err(|e| format!("writing {}: {e}", html.display()))?;
     Ok(path)
 }
@@ -55,6 +56,9 @@ fn render(store: &Store, plan: &Plan, summary: &RunSummary) -> String {
         .collect();
     if !skipped.is_empty() {
         let _ = writeln!(out, "- **skipped steps**: {}", skipped.join("; "));
+    }
+    if let Some(trip) = &summary.guard {
+        let _ = writeln!(out, "- **guard tripped** in stage {}: {}", trip.stage, trip.message());
     }
 
     out.push_str("\n## Findings\n\n");
@@ -180,6 +184,69 @@ fn matrix_section(store: &Store, out: &mut String, run: &str, stages: &[&str]) {
          WHERE run_id = '{run}' AND {order} IS NOT NULL ORDER BY {order}, endpoint"
     );
     section(store, out, "Connection churn per value", &churn_sql);
+}
+
+/// p99 latency of every URL class of one matrix stage, against the matrix value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MatrixChart {
+    /// `reproduce: p99 latency per URL class against workers`.
+    pub(crate) title: String,
+    /// The matrix values, in the order they ran.
+    pub(crate) values: Vec<String>,
+    /// URL class -> p99 in µs per value (none when that value ran no load of the class).
+    pub(crate) series: Vec<(String, Vec<Option<f64>>)>,
+    /// The SQL behind the numbers.
+    pub(crate) sql: String,
+}
+
+/// One chart per stage that has a matrix and ran load.
+fn matrix_charts(store: &Store, plan: &Plan, run: &str) -> Vec<MatrixChart> {
+    let mut charts = Vec::new();
+    for name in crate::model::StageName::ALL {
+        let instances: Vec<(&str, &crate::model::MatrixValue)> = plan
+            .stages
+            .iter()
+            .filter(|s| s.name == name)
+            .filter_map(|s| s.matrix.as_ref().map(|m| (s.instance.as_str(), m)))
+            .collect();
+        let Some((_, first)) = instances.first() else { continue };
+        let labels: Vec<String> =
+            instances.iter().map(|(instance, _)| format!("'{}'", quote(instance))).collect();
+        let sql = format!(
+            "SELECT stage, url_class, latency_p99_us FROM load_summaries WHERE run_id = '{run}' \
+             AND stage IN ({}) ORDER BY url_class",
+            labels.join(", ")
+        );
+        let Ok(result) = store.query(&sql) else { continue };
+        let mut series: Vec<(String, Vec<Option<f64>>)> = Vec::new();
+        for row in &result.rows {
+            let (Some(stage), Some(class), p99) = (row.first(), row.get(1), row.get(2)) else {
+                continue;
+            };
+            let (stage, class) = (stage.to_string(), class.to_string());
+            let Some(at) = instances.iter().position(|(instance, _)| *instance == stage) else {
+                continue;
+            };
+            let index = match series.iter().position(|(c, _)| *c == class) {
+                Some(index) => index,
+                None => {
+                    series.push((class, vec![None; instances.len()]));
+                    series.len() - 1
+                }
+            };
+            series[index].1[at] = p99.and_then(|c| c.as_f64());
+        }
+        if series.is_empty() {
+            continue;
+        }
+        charts.push(MatrixChart {
+            title: format!("{name}: p99 latency per URL class against {}", first.var),
+            values: instances.iter().map(|(_, m)| m.value.clone()).collect(),
+            series,
+            sql,
+        });
+    }
+    charts
 }
 
 /// A titled table, only when the query has rows.

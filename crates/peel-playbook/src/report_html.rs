@@ -1,15 +1,17 @@
 //! `report.html`: the same report as `report.md`, self-contained (no network needed to view it),
-//! with an inline SVG chart of every compare step (baseline against candidate).
+//! with an inline SVG chart of every compare step (baseline against candidate) and, per matrix
+//! stage, the p99 of every URL class against the matrix value.
 //!
 //! The HTML is made from the Markdown report, whose subset (headings, tables, lists, paragraphs,
 //! inline code) is known here, so the two never say different things.
 
 use std::fmt::Write as _;
 
+use crate::report::MatrixChart;
 use crate::run::RunSummary;
 
 /// Turns peel's report Markdown into a standalone HTML page.
-pub(crate) fn render(markdown: &str, summary: &RunSummary) -> String {
+pub(crate) fn render(markdown: &str, summary: &RunSummary, matrix: &[MatrixChart]) -> String {
     let mut body = String::new();
     let mut in_table = false;
     let mut in_list = false;
@@ -29,6 +31,11 @@ pub(crate) fn render(markdown: &str, summary: &RunSummary) -> String {
             let _ = writeln!(body, "<h2>{}</h2>", inline(rest));
             if rest == "Checks" {
                 body.push_str(&charts(summary));
+            }
+            if rest == "Matrix" {
+                for chart in matrix {
+                    body.push_str(&matrix_chart(chart));
+                }
             }
         } else if let Some(rest) = trimmed.strip_prefix("# ") {
             let _ = writeln!(body, "<h1>{}</h1>", inline(rest));
@@ -109,6 +116,93 @@ fn charts(summary: &RunSummary) -> String {
     out
 }
 
+/// Series colours, in order; more classes than colours reuse them.
+const COLORS: &[&str] = &["#2a6fdb", "#d9822b", "#2a2", "#c22", "#8e44ad", "#16a085", "#7f8c8d"];
+
+/// A line per URL class: p99 (y, from 0) against the matrix values (x, in run order).
+fn matrix_chart(chart: &MatrixChart) -> String {
+    const LEFT: f64 = 80.0;
+    const TOP: f64 = 30.0;
+    const PLOT_W: f64 = 560.0;
+    const PLOT_H: f64 = 180.0;
+    let max = chart
+        .series
+        .iter()
+        .flat_map(|(_, points)| points.iter().flatten())
+        .fold(f64::MIN_POSITIVE, |a, b| a.max(*b));
+    let steps = chart.values.len().saturating_sub(1).max(1) as f64;
+    let x = |i: usize| {
+        LEFT + if chart.values.len() == 1 { PLOT_W / 2.0 } else { i as f64 * PLOT_W / steps }
+    };
+    let y = |v: f64| TOP + PLOT_H - v / max * PLOT_H;
+    let mut svg = String::new();
+    let height = TOP + PLOT_H + 40.0 + 16.0 * chart.series.len() as f64;
+    let _ = write!(
+        svg,
+        "<p><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\" height=\"{height:.0}\" role=\"img\">\
+         <text x=\"0\" y=\"14\" font-size=\"13\">{}</text>\
+         <line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{b:.1}\" stroke=\"#999\"/>\
+         <line x1=\"{LEFT}\" y1=\"{b:.1}\" x2=\"{r:.1}\" y2=\"{b:.1}\" stroke=\"#999\"/>\
+         <text x=\"0\" y=\"{t:.1}\" font-size=\"12\">{}</text>\
+         <text x=\"0\" y=\"{b:.1}\" font-size=\"12\">0</text>",
+        escape(&chart.title),
+        crate::run::micros(max),
+        b = TOP + PLOT_H,
+        r = LEFT + PLOT_W,
+        t = TOP + 4.0,
+    );
+    for (i, value) in chart.values.iter().enumerate() {
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\">{}</text>",
+            x(i),
+            TOP + PLOT_H + 16.0,
+            escape(value)
+        );
+    }
+    for (n, (class, points)) in chart.series.iter().enumerate() {
+        let color = COLORS[n % COLORS.len()];
+        let coords: Vec<String> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|v| format!("{:.1},{:.1}", x(i), y(v))))
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+            coords.join(" ")
+        );
+        for (i, p) in points.iter().enumerate() {
+            let Some(v) = p else { continue };
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"><title>{} {}: p99 {}</title></circle>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{}</text>",
+                x(i),
+                y(*v),
+                escape(class),
+                escape(&chart.values[i]),
+                crate::run::micros(*v),
+                x(i) + 5.0,
+                y(*v) - 5.0,
+                crate::run::micros(*v),
+            );
+        }
+        let legend_y = TOP + PLOT_H + 36.0 + 16.0 * n as f64;
+        let _ = write!(
+            svg,
+            "<rect x=\"{LEFT}\" y=\"{:.1}\" width=\"12\" height=\"4\" fill=\"{color}\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\">{}</text>",
+            legend_y - 4.0,
+            LEFT + 18.0,
+            legend_y,
+            escape(class)
+        );
+    }
+    let _ = writeln!(svg, "</svg></p>\n<p>SQL: <code>{}</code></p>", escape(&chart.sql));
+    svg
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -140,6 +234,27 @@ fn inline(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matrix_chart_draws_one_line_per_class_over_the_values() {
+        let chart = MatrixChart {
+            title: "reproduce: p99 latency per URL class against workers".into(),
+            values: vec!["2".into(), "4".into(), "8".into()],
+            series: vec![
+                ("/db".into(), vec![Some(40_000.0), Some(20_000.0), Some(10_000.0)]),
+                ("/static".into(), vec![Some(900.0), None, Some(800.0)]),
+            ],
+            sql: "SELECT 1".into(),
+        };
+        let svg = matrix_chart(&chart);
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 5, "{svg}");
+        // x: values spread over the plot, y: 40 ms at the top (30), 10 ms a quarter up from 210.
+        assert!(svg.contains("points=\"80.0,30.0 360.0,120.0 640.0,165.0\""), "{svg}");
+        assert!(svg.contains("<title>/db 8: p99 10.0ms</title>"), "{svg}");
+        assert!(svg.contains(">/static</text>"), "{svg}");
+        assert!(svg.contains("SQL: <code>SELECT 1</code>"), "{svg}");
+    }
 
     #[test]
     fn inline_markup_is_escaped_and_converted() {

@@ -138,6 +138,14 @@ fn exec_wait_query_compare_pass_and_fail() {
     let sha256 = String::from_utf8_lossy(&sha256sum.stdout).split(' ').next().unwrap().to_string();
     assert_eq!(sha256.len(), 64);
     assert_eq!(s["playbook_sha256"], sha256.as_str());
+    let runs = peel()
+        .arg("sql")
+        .arg(out.join("run.duckdb"))
+        .arg("SELECT playbook_sha256 FROM runs")
+        .output()
+        .unwrap();
+    let runs = String::from_utf8_lossy(&runs.stdout);
+    assert!(runs.contains(&sha256), "runs.playbook_sha256 is not the file's SHA-256: {runs}");
     let hello = std::fs::read_to_string(out.join("steps/001-reproduce-hello.stdout")).unwrap();
     assert_eq!(hello, "hello from reproduce\n");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -172,7 +180,20 @@ fn invalid_playbook_exits_2_with_locations() {
     assert!(!dir.path().join("out").exists(), "an invalid playbook must not create a run folder");
 }
 
-const BACKGROUND: &str = r#"
+/// An exec step whose undo leaves `undo.marker` in the run folder: proof that cleanup ran.
+macro_rules! undoable_step {
+    () => {
+        r#"[[reproduce.steps]]
+kind = "exec"
+name = "undoable"
+argv = ["true"]
+undo = ["sh", "-c", "echo undone > \"$PEEL_RUN_DIR/undo.marker\""]
+"#
+    };
+}
+
+const BACKGROUND: &str = concat!(
+    r#"
 [playbook]
 name = "background"
 
@@ -183,12 +204,9 @@ shell = true
 command = "echo $$ > \"$PEEL_RUN_DIR/bg.pid\"; exec sleep 120"
 background = true
 
-[[reproduce.steps]]
-kind = "exec"
-name = "undoable"
-argv = ["true"]
-undo = ["sh", "-c", "echo undone > \"$PEEL_RUN_DIR/undo.marker\""]
-
+"#,
+    undoable_step!(),
+    r#"
 [[reproduce.steps]]
 kind = "wait"
 for = "${hold}"
@@ -201,7 +219,8 @@ command = "pid=$(cat \"$PEEL_RUN_DIR/bg.pid\"); ! kill -0 \"$pid\" 2>/dev/null"
 
 [vars]
 hold = "100ms"
-"#;
+"#
+);
 
 #[test]
 fn background_process_is_stopped_when_its_stage_ends() {
@@ -354,7 +373,15 @@ fn a_tripped_guard_aborts_the_stage_and_cleanup_runs() {
         ]
     );
     let hold = &s["steps"][2]["message"];
-    assert!(hold.as_str().unwrap().contains("guard 'waiting < 1' failed: waiting = 1"), "{hold}");
+    assert!(
+        hold.as_str().unwrap().contains(
+            "playbook.toml:31:1) failed during step 'wait-3': waiting = 1 \
+             (bound 1; sql: SELECT count(*) AS waiting FROM steps"
+        ) && hold.as_str().unwrap().contains("guard 'waiting < 1' ("),
+        "{hold}"
+    );
+    assert_eq!(s["guard"]["metric"], "waiting");
+    assert_eq!(s["guard"]["value"], 1.0);
     let bg_pid = std::fs::read_to_string(out.join("bg.pid")).unwrap().trim().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     while pid_alive(&bg_pid) && Instant::now() < deadline {
@@ -478,4 +505,115 @@ fn matrix_results_are_tabulated_per_value_in_the_report() {
     assert!(rows[1].starts_with("| reproduce[rate=20] |"), "{matrix}");
     // 10 and 20 requests per second for one second each.
     assert!(rows[0].contains("| 10 |") && rows[1].contains("| 20 |"), "{matrix}");
+    // report.html charts it: one line (the URL class "/") through one point per value.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let chart = html.split("<h2>Matrix</h2>").nth(1).expect("a Matrix section in report.html");
+    let chart = chart.split("<h2>").next().unwrap();
+    assert!(chart.contains(">reproduce: p99 latency per URL class against rate</text>"), "{chart}");
+    assert_eq!(chart.matches("<polyline").count(), 1, "{chart}");
+    assert_eq!(chart.matches("<circle").count(), 2, "{chart}");
+    assert!(chart.contains(">10</text>") && chart.contains(">20</text>"), "{chart}");
+}
+
+/// A loopback HTTP server that answers the first `ok` requests with 200 and every later one with
+/// 500, one request per connection; it stops after `limit` connections (bounded).
+fn failing_server(ok: u64, limit: u64) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (served, stream) in listener.incoming().take(limit as usize).enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let status = if (served as u64) < ok { "200 OK" } else { "500 Internal Server Error" };
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+const LOAD_GUARD: &str = concat!(
+    r#"
+[playbook]
+name = "load-guard"
+
+[vars]
+port = 0
+
+[[reproduce.guards]]
+expect = "rate(errors) < 20%"
+every = "200ms"
+
+"#,
+    undoable_step!(),
+    r#"
+[[reproduce.steps]]
+kind = "load"
+name = "load"
+url = "http://127.0.0.1:${port}/"
+rate = 100
+duration = "60s"
+keepalive = false
+timeout = "2s"
+
+[[reproduce.steps]]
+kind = "note"
+name = "after"
+text = "never reached"
+"#
+);
+
+#[test]
+fn an_error_rate_guard_stops_a_load_step_long_before_its_end() {
+    let port = failing_server(30, 6000);
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = write_playbook(dir.path(), LOAD_GUARD);
+    let out = dir.path().join("run");
+    let output = run(&playbook, &out, &["--set", &format!("port={port}")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "error");
+    assert_eq!(
+        statuses(&s),
+        ["reproduce/undoable=passed", "reproduce/load=interrupted", "reproduce/after=skipped"]
+    );
+    let load = &s["steps"][1];
+    let message = load["message"].as_str().unwrap();
+    assert!(
+        message.contains("(guard 'rate(errors) < 20%' (")
+            && message.contains("playbook.toml:8:1) failed during step 'load': rate_errors = "),
+        "{message}"
+    );
+    assert_eq!(s["guard"]["metric"], "rate_errors");
+    assert_eq!(s["guard"]["bound"], 0.2);
+    assert!(s["guard"]["value"].as_f64().unwrap() >= 0.2, "{}", s["guard"]);
+    assert_eq!(load["outputs"]["guard"], s["guard"]);
+    // Stopped by the guard, not by its 60 s: far fewer than the 6000 requests it would have sent.
+    assert_eq!(load["outputs"]["stopped_early"], true);
+    let requests: u64 = load["outputs"]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["requests"].as_u64().unwrap())
+        .sum();
+    assert!((30..1500).contains(&requests), "{requests} requests");
+    // Cleanup ran, and the report names the guard with its numbers.
+    assert_eq!(std::fs::read_to_string(out.join("undo.marker")).unwrap(), "undone\n");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("- **guard tripped** in stage reproduce: guard 'rate(errors) < 20%'"),
+        "{report}"
+    );
+    assert!(stderr.contains("!! reproduce: guard 'rate(errors) < 20%'"), "{stderr}");
 }

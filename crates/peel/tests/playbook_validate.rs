@@ -27,20 +27,20 @@ fn shipped_playbooks_validate() {
 
 #[test]
 fn broken_playbook_reports_every_error_and_exits_2() {
-    let file = "crates/peel-playbook/tests/data/invalid/many-errors.toml";
+    let file = "crates/peel-playbook-spec/tests/data/invalid/many-errors.toml";
     let output = peel().current_dir(root()).args(["validate", file]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let expected = std::fs::read_to_string(root().join(file).with_extension("expected"))
         .unwrap()
-        .replace("tests/data/", "crates/peel-playbook/tests/data/");
+        .replace("tests/data/", "crates/peel-playbook-spec/tests/data/");
     assert!(stderr.starts_with(&expected), "{stderr}");
     assert!(stderr.contains("error: 1 playbook is invalid"), "{stderr}");
 }
 
 #[test]
 fn plan_resolves_variables_and_touches_nothing() {
-    let file = "crates/peel-playbook/tests/data/valid/loopback.toml";
+    let file = "crates/peel-playbook-spec/tests/data/valid/loopback.toml";
     let output =
         peel().current_dir(root()).args(["plan", file, "--set", "port=9999"]).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
@@ -49,7 +49,7 @@ fn plan_resolves_variables_and_touches_nothing() {
 
 #[test]
 fn set_of_an_unknown_variable_exits_2_with_a_suggestion() {
-    let file = "crates/peel-playbook/tests/data/valid/loopback.toml";
+    let file = "crates/peel-playbook-spec/tests/data/valid/loopback.toml";
     let output =
         peel().current_dir(root()).args(["plan", file, "--set", "prot=1"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));

@@ -10,6 +10,7 @@
 //! steps.
 
 pub mod checks;
+mod guards;
 pub mod journal;
 pub mod process;
 mod recover;
@@ -25,8 +26,10 @@ use peel_store::{Access, RunRecord, Scope, StepRecord, Store};
 
 use crate::model::{Plan, Stage, StageName, Step, StepKind};
 pub use checks::CheckResult;
+pub use guards::GuardTrip;
 pub use journal::{CleanupAction, Entry, JOURNAL_FILE};
 pub use recover::{recover, RecoverReport};
+pub(crate) use steps::micros;
 
 /// The run database's file name inside a run folder.
 pub const DB_FILE: &str = "run.duckdb";
@@ -110,9 +113,11 @@ pub enum Event {
         detail: String,
     },
     StepFinished(StepOutcome),
+    /// A stage guard failed: the running step and the stage stop, cleanup follows.
     GuardTripped {
         stage: String,
         message: String,
+        trip: GuardTrip,
     },
     Cleanup(CleanupOutcome),
     RunFinished {
@@ -221,6 +226,8 @@ pub struct RunSummary {
     /// SHA-256 (hex) of the playbook text this run executed (also kept as `playbook.toml`), so a
     /// run can be tied to the exact file version.
     pub playbook_sha256: Option<String>,
+    /// The stage guard that stopped the run, with its numbers.
+    pub guard: Option<GuardTrip>,
 }
 
 /// Where a cleanup runs.
@@ -261,12 +268,18 @@ pub(crate) struct Ctx<'o> {
     cleanups: Vec<(CleanupScope, Pending)>,
     next_cleanup_id: u64,
     next_command_id: i64,
-    /// Set when a guard tripped: the stage stops like on cancel, but the run reports an error.
-    pub(crate) guard_tripped: Option<String>,
-    pub(crate) guards: Vec<steps::GuardState>,
+    /// The current stage's guards; a tripped one stops the stage like a cancel, but the run
+    /// reports an error.
+    pub(crate) guards: guards::Guards,
     /// Set by an archive step: sealed after the database is closed.
     pub(crate) archive: Option<PathBuf>,
+    /// Captures running in this stage, for packets and drops in progress lines.
+    pub(crate) captures: Vec<SharedCapture>,
 }
+
+/// A running capture, stopped (taken) by its stage's cleanup.
+pub(crate) type SharedCapture =
+    std::rc::Rc<std::cell::RefCell<Option<peel_capture::CaptureHandle>>>;
 
 impl std::fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -307,6 +320,7 @@ pub fn run(
         ts_ns: now_ns(),
         pid: std::process::id(),
     })?;
+    let playbook_sha256 = options.playbook_text.as_deref().map(sha256_hex);
     let store = Store::open(&run_dir.join(DB_FILE), Access::ReadWrite)?;
     let scope = Scope::new(&run_id, &host);
     let variables: serde_json::Map<String, serde_json::Value> = plan
@@ -319,7 +333,7 @@ pub fn run(
         [&RunRecord {
             playbook: plan.meta.name.clone(),
             playbook_path: Some(plan.file.display().to_string()),
-            playbook_sha256: None,
+            playbook_sha256: playbook_sha256.clone(),
             variables_json: Some(serde_json::Value::Object(variables).to_string()),
             started_ts_ns: now_ns(),
             ended_ts_ns: None,
@@ -345,13 +359,14 @@ pub fn run(
         cleanups: Vec::new(),
         next_cleanup_id: 0,
         next_command_id: 0,
-        guard_tripped: None,
-        guards: Vec::new(),
+        guards: guards::Guards::default(),
         archive: None,
+        captures: Vec::new(),
     };
     let mut outcomes = Vec::new();
     let mut cleanup = Vec::new();
     let mut stop_reason: Option<RunStatus> = None;
+    let mut guard_trip = None;
     let mut step_id = 0i64;
     for stage in plan.stages.iter().filter(|s| options.only_stage.is_none_or(|only| only == s.name))
     {
@@ -371,16 +386,23 @@ pub fn run(
             instance: stage.instance.clone(),
             steps: stage.steps.len(),
         });
-        ctx.guards = stage.guards.iter().map(steps::GuardState::new).collect();
-        ctx.guard_tripped = None;
+        ctx.guards = guards::Guards::for_stage(&stage.instance, &stage.guards);
         for (index, step) in stage.steps.iter().enumerate() {
+            ctx.guards.step = step.name.clone();
+            if stop_reason.is_none() && ctx.guards_tripped() {
+                stop_reason = Some(RunStatus::Error);
+            }
             let outcome = if stop_reason.is_some() {
-                ctx.not_run(step_id, stage, step, "not run: the stage stopped earlier")
+                let why = match &ctx.guards.tripped {
+                    Some(trip) => format!("not run: {}", trip.message()),
+                    None => "not run: the stage stopped earlier".to_string(),
+                };
+                ctx.not_run(step_id, stage, step, &why)
             } else {
                 let outcome = ctx.run_step(step_id, stage, index, step);
                 if options.cancel.load(Ordering::SeqCst) {
                     stop_reason = Some(RunStatus::Interrupted);
-                } else if ctx.guard_tripped.is_some()
+                } else if ctx.guards.tripped.is_some()
                     || (matches!(outcome.status, StepStatus::Error | StepStatus::Interrupted)
                         && !step.continue_on_error)
                 {
@@ -391,6 +413,7 @@ pub fn run(
             step_id += 1;
             outcomes.push(outcome);
         }
+        guard_trip = guard_trip.or_else(|| ctx.guards.tripped.take());
         cleanup.extend(ctx.run_cleanups(CleanupScope::Stage));
     }
     cleanup.extend(ctx.run_cleanups(CleanupScope::Run));
@@ -413,7 +436,8 @@ pub fn run(
         archive: None,
         archive_sha256: None,
         archive_error: None,
-        playbook_sha256: options.playbook_text.as_deref().map(sha256_hex),
+        playbook_sha256,
+        guard: guard_trip,
     };
     match crate::report::write(&ctx.store, plan, &summary) {
         Ok(path) => summary.report = Some(path),
@@ -540,10 +564,17 @@ impl Ctx<'_> {
                 done.status = StepStatus::Interrupted;
             }
         }
-        if let Some(reason) = &self.guard_tripped {
+        if let Some(trip) = &self.guards.tripped {
             if done.status != StepStatus::Passed {
                 done.status = StepStatus::Interrupted;
-                done.message = format!("{} (guard: {reason})", done.message);
+                done.message = format!("{} ({})", done.message, trip.message());
+                let guard = serde_json::to_value(trip).unwrap_or_default();
+                match &mut done.outputs {
+                    serde_json::Value::Object(map) => {
+                        map.insert("guard".into(), guard);
+                    }
+                    other => *other = serde_json::json!({ "guard": guard }),
+                }
             }
         }
         let duration = started.elapsed();

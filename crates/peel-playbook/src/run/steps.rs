@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use peel_store::{CommandRecord, QueryResult, Store};
 
 use super::checks::{self, CheckResult, Comparison};
+use super::guards::LoadSoFar;
 use super::journal::CleanupAction;
 use super::process::{self, Waited};
-use super::{now_ns, Ctx, Event, Observer, StepStatus};
+use super::{now_ns, Ctx, Event, StepStatus};
 use crate::model::*;
 
 /// What a step produced.
@@ -85,7 +86,7 @@ pub(crate) fn execute(
 ) -> Result<Done, String> {
     match &step.action {
         Action::Exec(exec) => run_exec(ctx, step_id, stage, step, exec),
-        Action::Wait(wait) => Ok(run_wait(ctx, stage, wait)),
+        Action::Wait(wait) => Ok(run_wait(ctx, wait)),
         Action::Note { text } => Ok(Done::passed(text.clone())),
         Action::Confirm { prompt } => Ok(if ctx.options.yes {
             Done::passed("confirmed (--yes)")
@@ -114,72 +115,10 @@ pub(crate) fn execute(
 
 // ---- guards ---------------------------------------------------------------------------------------
 
-/// A stage guard and when it was last checked.
-#[derive(Debug)]
-pub(crate) struct GuardState {
-    guard: Guard,
-    last: Option<Instant>,
-}
-
-impl GuardState {
-    pub(crate) fn new(guard: &Guard) -> GuardState {
-        GuardState { guard: guard.clone(), last: None }
-    }
-}
-
-/// Checks the guards that are due; returns the first violation, already reported.
-fn check_guards(
-    store: &Store,
-    guards: &mut [GuardState],
-    run_dir: &std::path::Path,
-    observer: &mut dyn Observer,
-    stage: &str,
-) -> Option<String> {
-    for state in guards.iter_mut() {
-        if state.last.is_some_and(|t| t.elapsed() < state.guard.every) {
-            continue;
-        }
-        state.last = Some(Instant::now());
-        let threshold = &state.guard.expect;
-        let value = match &state.guard.sql {
-            Some(sql) => store
-                .query(sql)
-                .ok()
-                .and_then(|r| lookup(&r, &threshold.metric_name(), &threshold.column)),
-            None => free_disk_pct(run_dir),
-        };
-        let Some(value) = value else { continue };
-        if threshold.holds(value) == Ok(false) {
-            let message = format!(
-                "guard '{threshold}' failed: {} = {}",
-                threshold.metric_name(),
-                crate::threshold::trim_float(value)
-            );
-            observer
-                .event(&Event::GuardTripped { stage: stage.to_string(), message: message.clone() });
-            return Some(message);
-        }
-    }
-    None
-}
-
-/// Free space of the filesystem holding `path`, in percent.
-fn free_disk_pct(path: &std::path::Path) -> Option<f64> {
-    let stat = rustix::fs::statvfs(path).ok()?;
-    (stat.f_blocks > 0).then(|| stat.f_bavail as f64 * 100.0 / stat.f_blocks as f64)
-}
-
 impl Ctx<'_> {
-    /// Checks due guards; on a violation records it and returns true (the caller stops).
-    fn guards_tripped(&mut self, stage: &str) -> bool {
-        if self.guard_tripped.is_some() {
-            return true;
-        }
-        let tripped =
-            check_guards(&self.store, &mut self.guards, &self.run_dir, self.observer, stage);
-        let hit = tripped.is_some();
-        self.guard_tripped = tripped;
-        hit
+    /// Checks due guards; true when one has tripped (the caller stops).
+    pub(crate) fn guards_tripped(&mut self) -> bool {
+        self.guards.check(&self.store, &self.run_dir, self.observer)
     }
 
     fn cancelled(&self) -> bool {
@@ -206,12 +145,8 @@ fn run_exec(
     let stem = file_stem(step_id, &stage.instance, &step.name);
     let stdout = ctx.run_dir.join("steps").join(format!("{stem}.stdout"));
     let stderr = ctx.run_dir.join("steps").join(format!("{stem}.stderr"));
-    let mut env: Vec<(String, String)> = ctx
-        .plan
-        .vars
-        .iter()
-        .map(|v| (crate::resolve::env_name(&v.name), v.value.clone()))
-        .collect();
+    let mut env: Vec<(String, String)> =
+        ctx.plan.vars.iter().map(|v| (crate::env_name(&v.name), v.value.clone())).collect();
     env.push(("PEEL_RUN_DIR".into(), ctx.run_dir.display().to_string()));
     env.push(("PEEL_STAGE".into(), stage.instance.clone()));
     // `peel` in a step means this peel: its directory comes first on the step's PATH.
@@ -289,19 +224,12 @@ fn run_exec(
         );
     }
 
-    let stage_name = stage.instance.clone();
     let cancel = Arc::clone(&ctx.options.cancel);
     let waited = {
-        let store = &ctx.store;
-        let guards = &mut ctx.guards;
-        let run_dir = ctx.run_dir.clone();
+        let (store, guards, run_dir) = (&ctx.store, &mut ctx.guards, &ctx.run_dir);
         let observer = &mut *ctx.observer;
-        let guard_hit = &mut ctx.guard_tripped;
         process::wait(&mut child, exec.timeout, &cancel, &mut || {
-            if guard_hit.is_none() {
-                *guard_hit = check_guards(store, guards, &run_dir, observer, &stage_name);
-            }
-            guard_hit.is_some()
+            guards.check(store, run_dir, observer)
         })
         .map_err(|e| e.to_string())?
     };
@@ -347,12 +275,12 @@ fn last_line(path: &std::path::Path) -> Option<String> {
 
 // ---- wait -----------------------------------------------------------------------------------------
 
-fn run_wait(ctx: &mut Ctx<'_>, stage: &Stage, wait: &WaitStep) -> Done {
+fn run_wait(ctx: &mut Ctx<'_>, wait: &WaitStep) -> Done {
     let started = Instant::now();
     match wait {
         WaitStep::For(duration) => {
             while started.elapsed() < *duration {
-                if ctx.cancelled() || ctx.guards_tripped(&stage.instance) {
+                if ctx.cancelled() || ctx.guards_tripped() {
                     return Done::interrupted("wait interrupted");
                 }
                 std::thread::sleep((*duration - started.elapsed()).min(Duration::from_millis(50)));
@@ -374,7 +302,7 @@ fn run_wait(ctx: &mut Ctx<'_>, stage: &Stage, wait: &WaitStep) -> Done {
                         started.elapsed().as_secs_f64()
                     ));
                 }
-                if ctx.cancelled() || ctx.guards_tripped(&stage.instance) {
+                if ctx.cancelled() || ctx.guards_tripped() {
                     return Done::interrupted("wait interrupted");
                 }
                 if started.elapsed() >= *timeout {
@@ -393,7 +321,7 @@ fn run_wait(ctx: &mut Ctx<'_>, stage: &Stage, wait: &WaitStep) -> Done {
 
 /// The value of `metric` in the first row: the column named `metric` (or `alternative`), case
 /// insensitive; a one-column result stands for any name.
-fn lookup(result: &QueryResult, metric: &str, alternative: &str) -> Option<f64> {
+pub(crate) fn lookup(result: &QueryResult, metric: &str, alternative: &str) -> Option<f64> {
     let row = result.rows.first()?;
     let index = result
         .columns
@@ -506,33 +434,37 @@ fn run_load(ctx: &mut Ctx<'_>, stage: &Stage, load: &LoadStep) -> Result<Done, S
     }
     let stop = Arc::new(AtomicBool::new(false));
     config.stop = Some(Arc::clone(&stop));
+    // Guards are checked on every progress call: as often as the most frequent one asks.
+    if let Some(every) = ctx.guards.every() {
+        config.progress_every = config.progress_every.min(every.max(Duration::from_millis(100)));
+    }
     let scope = ctx.scope(&stage.instance);
     let expected = Some(load.duration);
+    // What the load has seen so far, for `rate(errors)` guards: failed requests and 5xx answers.
+    let so_far = std::cell::Cell::new(LoadSoFar::default());
     let report = {
-        let store = &ctx.store;
-        let guards = &mut ctx.guards;
-        let run_dir = ctx.run_dir.clone();
+        let (store, guards, run_dir) = (&ctx.store, &mut ctx.guards, &ctx.run_dir);
         let observer = &mut *ctx.observer;
-        let guard_hit = &mut ctx.guard_tripped;
         let cancel = Arc::clone(&ctx.options.cancel);
         let mut sink = store.sink::<RequestRecord>(&scope).map_err(|e| e.to_string())?;
+        let captures = &ctx.captures;
         let mut progress = |p: &peel_load::Progress| {
             observer.event(&Event::StepProgress {
                 elapsed: p.elapsed,
                 expected,
                 detail: format!(
-                    "{:.0} req/s  p50 {}  p99 {}  errors {}  conns {}",
+                    "{:.0} req/s  p50 {}  p99 {}  errors {}  conns {}{}",
                     p.requests_per_s,
                     micros(p.latency_p50_us as f64),
                     micros(p.latency_p99_us as f64),
                     p.errors,
-                    p.connections_opened
+                    p.connections_opened,
+                    capture_progress(captures)
                 ),
             });
-            if guard_hit.is_none() {
-                *guard_hit = check_guards(store, guards, &run_dir, observer, &stage.instance);
-            }
-            if cancel.load(Ordering::SeqCst) || guard_hit.is_some() {
+            guards.load = Some(so_far.get());
+            let tripped = guards.check(store, run_dir, observer);
+            if cancel.load(Ordering::SeqCst) || tripped {
                 stop.store(true, Ordering::SeqCst);
             }
         };
@@ -550,9 +482,17 @@ fn run_load(ctx: &mut Ctx<'_>, stage: &Stage, load: &LoadStep) -> Result<Done, S
                 }
             })
         };
-        let mut record =
-            |r: RequestRecord| sink.push(&r).map_err(|e| Box::new(e) as peel_load::SinkError);
+        let mut record = |r: RequestRecord| {
+            let mut counts = so_far.get();
+            counts.requests += 1;
+            if r.error_kind.is_some() || r.status.is_some_and(|s| s >= 500) {
+                counts.errors += 1;
+            }
+            so_far.set(counts);
+            sink.push(&r).map_err(|e| Box::new(e) as peel_load::SinkError)
+        };
         let result = peel_load::run_load(&config, &mut progress, &mut record);
+        guards.load = None;
         watcher_done.store(true, Ordering::SeqCst);
         let _ = watcher.join();
         let report = result.map_err(|e| e.to_string())?;
@@ -588,6 +528,22 @@ fn run_load(ctx: &mut Ctx<'_>, stage: &Stage, load: &LoadStep) -> Result<Done, S
         return Ok(Done { status: StepStatus::Interrupted, ..done });
     }
     Ok(done)
+}
+
+/// `  pkts 120433  drops 0` for the captures running now, or nothing without one.
+fn capture_progress(captures: &[super::SharedCapture]) -> String {
+    let stats: Vec<peel_capture::InterfaceStats> = captures
+        .iter()
+        .filter_map(|c| c.borrow().as_ref().map(|handle| handle.stats()))
+        .flatten()
+        .collect();
+    if stats.is_empty() {
+        return String::new();
+    }
+    let packets: u64 = stats.iter().map(|s| s.packets_captured).sum();
+    let drops: u64 =
+        stats.iter().map(|s| s.packets_dropped_kernel + s.packets_dropped_interface).sum();
+    format!("  pkts {packets}  drops {drops}")
 }
 
 /// `850µs`, `38.2ms`, `1.20s`.
@@ -634,19 +590,29 @@ fn run_snapshot(
         (Some(every), Some(total)) => {
             let mut sampler = Sampler::new(options).with_first_snap_id(first_id);
             let mut series = Vec::new();
-            let taken = sampler
-                .run(every, total, &ctx.options.cancel, |s| {
-                    series.push(s);
-                    Ok::<(), peel_snap::SnapError>(())
-                })
-                .map_err(|e| e.to_string())?;
+            // Stops on Ctrl-C (the run's flag) or a tripped guard, checked after every sample.
+            let stop = AtomicBool::new(false);
+            let taken = {
+                let (store, guards, run_dir) = (&ctx.store, &mut ctx.guards, &ctx.run_dir);
+                let (observer, cancel) = (&mut *ctx.observer, &ctx.options.cancel);
+                sampler
+                    .run(every, total, &stop, |s| {
+                        series.push(s);
+                        if cancel.load(Ordering::SeqCst) || guards.check(store, run_dir, observer) {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                        Ok::<(), peel_snap::SnapError>(())
+                    })
+                    .map_err(|e| e.to_string())?
+            };
             for records in &series {
                 ctx.store.ingest_snapshot(&scope, records).map_err(|e| e.to_string())?;
             }
-            Ok(Done::passed(format!(
-                "{taken} snapshots every {}",
-                humantime::format_duration(every)
-            )))
+            let message = format!("{taken} snapshots every {}", humantime::format_duration(every));
+            if stop.load(Ordering::SeqCst) {
+                return Ok(Done::interrupted(format!("{message}, stopped early")));
+            }
+            Ok(Done::passed(message))
         }
         (Some(every), None) => {
             // Bounded anyway: a stage that never ends still stops sampling after a day.
@@ -716,9 +682,15 @@ fn run_capture(ctx: &mut Ctx<'_>, stage: &Stage, capture: &CaptureStep) -> Resul
     let handle = peel_capture::Capture::start(config).map_err(|e| {
         format!("{e} (without capture privilege, run with --skip capture; the report marks it)")
     })?;
+    // Shared with progress lines (packets, drops) until the stage's cleanup stops it.
+    let shared = std::rc::Rc::new(std::cell::RefCell::new(Some(handle)));
+    ctx.captures.push(std::rc::Rc::clone(&shared));
     ctx.register_in_process(
         format!("stop capture on {} ({})", capture.interface, stage.instance),
-        Box::new(move |_ctx: &mut Ctx<'_>| {
+        Box::new(move |ctx: &mut Ctx<'_>| {
+            let handle = shared.borrow_mut().take();
+            ctx.captures.retain(|c| c.borrow().is_some());
+            let Some(handle) = handle else { return Err("already stopped".into()) };
             let report = handle.stop();
             Ok(format!(
                 "{} packets in {} file(s), {} dropped by the kernel, {} by the interface",

@@ -1,8 +1,8 @@
 //! `peel run`: executes a playbook into a run folder and prints the verdict.
 //!
 //! The library does the work and reports events; this module renders them: a live progress bar
-//! on a terminal (elapsed, ETA, rps, p99, errors), one line per finished step on stderr, and a
-//! summary table on stdout. Ctrl-C and SIGTERM set the run's cancel flag: the current step stops,
+//! on a terminal (elapsed, ETA, rps, p99, errors, and the packets and drops of running captures),
+//! one line per finished step on stderr, and a summary table on stdout. Ctrl-C and SIGTERM set the run's cancel flag: the current step stops,
 //! cleanup runs, and peel exits 3.
 
 use std::collections::BTreeSet;
@@ -143,7 +143,7 @@ impl Observer for Renderer {
                             let bar = ProgressBar::new(expected.as_millis() as u64);
                             bar.set_style(
                                 ProgressStyle::with_template(
-                                    "{prefix} [{bar:30}] {elapsed}/{duration} {msg}",
+                                    "{prefix} [{bar:30}] {elapsed}/{duration} eta {eta} {msg}",
                                 )
                                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
                             );
@@ -187,7 +187,7 @@ impl Observer for Renderer {
                     self.line(&format!("         {mark}: {}: {}", check.name, check.detail));
                 }
             }
-            Event::GuardTripped { stage, message } => {
+            Event::GuardTripped { stage, message, .. } => {
                 self.line(&format!("!! {stage}: {message}; stopping the stage"))
             }
             Event::Cleanup(c) => {

@@ -289,7 +289,9 @@ impl<'s> Resolver<'_, 's> {
                 .and_then(|n| self.duration(n))
                 .unwrap_or(Duration::from_secs(1));
             if let Some(expect) = expect {
-                if sql.is_none() && expect.metric_name() != "free_disk_pct" {
+                let builtin =
+                    spec::GUARD_METRICS.iter().any(|(name, ..)| *name == expect.metric_name());
+                if sql.is_none() && !builtin {
                     let span = find(entries, "expect").map(|n| n.span.clone()).unwrap_or_default();
                     self.sink
                         .error(
@@ -299,7 +301,14 @@ impl<'s> Resolver<'_, 's> {
                                 expect.metric_name()
                             ),
                         )
-                        .help("built-in guard metrics: free_disk_pct");
+                        .help(format!(
+                            "built-in guard metrics: {}",
+                            spec::GUARD_METRICS
+                                .iter()
+                                .map(|(_, written, _)| *written)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
                     continue;
                 }
                 guards.push(Guard {
@@ -860,10 +869,10 @@ impl<'s> Resolver<'_, 's> {
             }
             _ => return self.type_error(node, "a duration like \"30s\""),
         };
-        match threshold::parse_duration(&text) {
+        match peel_capture::parse_duration(&text) {
             Ok(d) => Some(d),
-            Err(message) => {
-                self.sink.error(node.span.clone(), message);
+            Err(err) => {
+                self.sink.error(node.span.clone(), err.to_string());
                 None
             }
         }

@@ -55,37 +55,7 @@ pub fn parse_quantity(text: &str) -> Result<Quantity, String> {
             return Ok(Quantity::Number(n));
         }
     }
-    parse_duration(text).map(Quantity::Duration)
-}
-
-/// Parses a duration written like `30s`, `5m`, `1h`, `250ms`, `1h30m`, `1.5s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    // humantime has no fractions; "1.5s" is common enough in thresholds to accept.
-    if let Some((number, unit)) = split_fraction(text) {
-        let scale_ns = match unit {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(format!("'{text}' is not a duration")),
-        };
-        return Ok(Duration::from_nanos((number * scale_ns).round() as u64));
-    }
-    humantime::parse_duration(text)
-        .map_err(|_| format!("'{text}' is not a duration like 30s, 5m, 1h or 250ms"))
-}
-
-fn split_fraction(text: &str) -> Option<(f64, &str)> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = text.split_at(split);
-    if !number.contains('.') {
-        return None;
-    }
-    let number: f64 = number.parse().ok()?;
-    Some((number, unit.trim()))
+    peel_capture::parse_duration(text).map(Quantity::Duration).map_err(|e| e.to_string())
 }
 
 /// A comparison operator.
@@ -278,7 +248,7 @@ mod tests {
             ("p98(server_us) < 1", "unknown function 'p98' (one of p50, p90, p95, p99, p999, max, min, avg, mean, rate, count, sum); did you mean 'p90' or 'p95' or 'p99'?"),
             ("p99(server_us < 1", "'p99(server_us' is missing its closing ')'"),
             ("errors < 5ms", "'errors' has no time unit suffix (_ns, _us, _ms, _s), so a duration cannot be compared with it"),
-            ("server_us < fast", "'fast' is not a duration like 30s, 5m, 1h or 250ms"),
+            ("server_us < fast", "invalid duration 'fast': expected a number (write it like 30s, 5m, 1h, 250ms or 1h30m)"),
         ];
         for (text, expected) in cases {
             assert_eq!(Threshold::parse(text).unwrap_err(), expected, "{text}");
@@ -287,12 +257,15 @@ mod tests {
 
     #[test]
     fn durations_and_quantities() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("30").is_err());
+        assert_eq!(
+            parse_quantity("1.5s").unwrap(),
+            Quantity::Duration(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_quantity("250ms").unwrap(),
+            Quantity::Duration(Duration::from_millis(250))
+        );
+        assert!(parse_quantity("30s5").is_err());
         assert_eq!(parse_quantity("50%").unwrap(), Quantity::Percent(50.0));
         assert_eq!(parse_quantity("0.5").unwrap(), Quantity::Number(0.5));
     }

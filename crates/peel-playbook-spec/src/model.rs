@@ -106,7 +106,8 @@ pub struct MatrixValue {
 pub struct Guard {
     pub location: Location,
     pub expect: Threshold,
-    /// SQL over the run database giving the metric; without it the metric is built in (`free_disk_pct`).
+    /// SQL over the run database giving the metric; without it the metric is built in
+    /// ([`crate::spec::GUARD_METRICS`]).
     pub sql: Option<String>,
     pub every: Duration,
 }

@@ -72,9 +72,25 @@ pub const GUARD: &[FieldSpec] = &[
     field(
         "sql",
         "string",
-        "SQL giving the metric; without it the metric is built in (free_disk_pct).",
+        "SQL giving the metric; without it the metric is built in (free_disk_pct, rate(errors), errors, listen_overflows).",
     ),
     field("every", "duration", "How often to check (default 1s)."),
+];
+
+/// Guard metrics measured without `sql`: the metric's name, how a threshold writes it, what it is.
+pub const GUARD_METRICS: &[(&str, &str, &str)] = &[
+    ("free_disk_pct", "free_disk_pct", "free space of the run folder's filesystem, in percent"),
+    (
+        "rate_errors",
+        "rate(errors)",
+        "share of the running load step's requests that failed or got a 5xx answer, once it has 10",
+    ),
+    ("errors", "errors", "requests of the running load step that failed or got a 5xx answer"),
+    (
+        "listen_overflows",
+        "listen_overflows",
+        "rise of TcpExt.ListenOverflows since the stage started",
+    ),
 ];
 
 /// Keys of a stage's `matrix`.
@@ -244,7 +260,7 @@ pub fn json_schema() -> serde_json::Value {
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "peel playbook",
-        "description": "A peel incident playbook (TOML). Generated from crates/peel-playbook/src/spec.rs; `peel validate` gives the same answers with file:line:column.",
+        "description": "A peel incident playbook (TOML). Generated from crates/peel-playbook-spec/src/spec.rs; `peel validate` gives the same answers with file:line:column.",
         "type": "object",
         "additionalProperties": false,
         "required": ["playbook"],

@@ -28,7 +28,7 @@ fn broken_playbooks_give_their_exact_errors() {
     let mut failures = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        let err = peel_playbook::resolve(&relative(&file), &text, &[])
+        let err = peel_playbook_spec::resolve(&relative(&file), &text, &[])
             .expect_err(&file.display().to_string());
         let got = format!("{err}\n");
         let expected_path = file.with_extension("expected");
@@ -48,9 +48,12 @@ fn broken_playbooks_give_their_exact_errors() {
 fn unknown_set_names_are_refused_with_a_suggestion() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/valid/loopback.toml");
     let text = std::fs::read_to_string(&file).unwrap();
-    let err =
-        peel_playbook::resolve(Path::new("loopback.toml"), &text, &[("prot".into(), "1".into())])
-            .unwrap_err();
+    let err = peel_playbook_spec::resolve(
+        Path::new("loopback.toml"),
+        &text,
+        &[("prot".into(), "1".into())],
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "--set:1:1: --set prot: the playbook declares no variable 'prot' (expected one of port, sleep)\n  help: did you mean 'port'?"
@@ -70,7 +73,7 @@ fn valid_and_shipped_playbooks_resolve() {
     }
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        if let Err(err) = peel_playbook::resolve(&file, &text, &[]) {
+        if let Err(err) = peel_playbook_spec::resolve(&file, &text, &[]) {
             panic!("{}:\n{err}", file.display());
         }
     }
@@ -80,7 +83,7 @@ fn valid_and_shipped_playbooks_resolve() {
 fn shipped_json_schema_matches_the_validator() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/playbook.schema.json");
     let generated =
-        serde_json::to_string_pretty(&peel_playbook::spec::json_schema()).unwrap() + "\n";
+        serde_json::to_string_pretty(&peel_playbook_spec::spec::json_schema()).unwrap() + "\n";
     if std::env::var_os("PEEL_BLESS").is_some() {
         std::fs::write(&path, &generated).unwrap();
     }
