@@ -14,6 +14,14 @@ use crate::records::TcpCounterRecord;
 /// Groups kept from the `Group: names` / `Group: values` line pairs of netstat and snmp.
 const PAIRED_GROUPS: &[&str] = &["TcpExt", "Tcp"];
 
+/// One counter by its `<group>.<name>` (e.g. `TcpExt.ListenOverflows`), read the way a snapshot
+/// reads it; `Ok(None)` when this kernel does not have it. For callers that watch a single counter
+/// (a playbook guard) without taking a whole snapshot.
+pub fn read_one(root: &ProcRoot, name: &str) -> Result<Option<i64>> {
+    let mut ignored_warnings = Vec::new();
+    Ok(read(root, &mut ignored_warnings)?.into_iter().find(|c| c.name == name).map(|c| c.value))
+}
+
 /// Reads every counter; files the kernel does not have (no IPv6, no conntrack) are skipped.
 pub(crate) fn read(root: &ProcRoot, warnings: &mut Vec<String>) -> Result<Vec<TcpCounterRecord>> {
     let mut counters = Vec::new();

@@ -30,7 +30,7 @@ mod sock_diag;
 pub mod sysctl;
 mod system;
 
-pub use counters::is_gauge;
+pub use counters::{is_gauge, read_one as read_counter};
 pub use error::{Result, SnapError};
 pub use proc_root::ProcRoot;
 pub use sampler::{take, Sampler, SamplerHandle, SnapOptions, SocketSource};

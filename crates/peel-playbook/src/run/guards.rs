@@ -201,18 +201,11 @@ fn free_disk_pct(path: &Path) -> Option<f64> {
     (stat.f_blocks > 0).then(|| stat.f_bavail as f64 * 100.0 / stat.f_blocks as f64)
 }
 
-/// `TcpExt.ListenOverflows` from `<proc>/net/netstat` (a names line followed by a values line).
+/// `TcpExt.ListenOverflows`, through peel-snap's counter reader (the one netstat parser).
 fn listen_overflows(proc_root: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(proc_root.join("net/netstat")).ok()?;
-    parse_listen_overflows(&text)
-}
-
-fn parse_listen_overflows(netstat: &str) -> Option<u64> {
-    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
-    let names = lines.next()?;
-    let values = lines.next()?;
-    let index = names.split_whitespace().position(|n| n == "ListenOverflows")?;
-    values.split_whitespace().nth(index)?.parse().ok()
+    let root = peel_snap::ProcRoot::new(proc_root);
+    let value = peel_snap::read_counter(&root, "TcpExt.ListenOverflows").ok()??;
+    u64::try_from(value).ok()
 }
 
 #[cfg(test)]
@@ -296,9 +289,15 @@ mod tests {
     fn listen_overflows_from_netstat() {
         let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 12 14\n\
                     IpExt: InNoRoutes\nIpExt: 0\n";
-        assert_eq!(parse_listen_overflows(text), Some(12));
-        assert_eq!(parse_listen_overflows("TcpExt: ListenDrops\nTcpExt: 3\n"), None);
-        assert_eq!(parse_listen_overflows("TcpExt: ListenOverflows\n"), None);
+        let proc_with = |netstat: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("net")).unwrap();
+            std::fs::write(dir.path().join("net/netstat"), netstat).unwrap();
+            dir
+        };
+        assert_eq!(listen_overflows(proc_with(text).path()), Some(12));
+        assert_eq!(listen_overflows(proc_with("TcpExt: ListenDrops\nTcpExt: 3\n").path()), None);
+        assert_eq!(listen_overflows(proc_with("TcpExt: ListenOverflows\n").path()), None);
     }
 
     #[test]
